@@ -1,0 +1,236 @@
+"""The GPT model: exactly GPT-2's architecture, small enough to train on a laptop.
+
+Read this file top to bottom: a config, then attention, the MLP, a transformer block, and the
+model that stacks them. It is the plain maths of a decoder-only transformer:
+
+    tokens -> token embedding + position embedding
+           -> n_layer x [ x + attn(ln_1(x)) ; x + mlp(ln_2(x)) ]     (pre-norm residual blocks)
+           -> final LayerNorm -> logits through the *same* matrix as the token embedding
+
+Every choice matches Hugging Face's `GPT2LMHeadModel` (GELU with the tanh approximation, LayerNorm
+eps 1e-5, biases, weight tying, the initialisation), so our weights map one-to-one onto theirs
+(`tinyllm.hf`). Generation lives elsewhere: `sampling.py` runs the decode loop and `kv_cache.py`
+holds the attention cache; the only thing the model knows about it is the optional `kv_cache`
+argument of `forward`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from .kv_cache import KVCache, LayerKVCache
+
+
+@dataclass
+class GPTConfig:
+    """The shape of a GPT. The defaults are the Shakespeare model's (3 blocks, 256 characters)."""
+
+    vocab_size: int = 65  # number of distinct tokens
+    block_size: int = 256  # longest context the model sees (it learns one embedding per position)
+    n_layer: int = 3  # transformer blocks
+    n_head: int = 4  # attention heads per block; n_embd must divide evenly among them
+    n_embd: int = 128  # width of the residual stream
+    dropout: float = 0.0  # 0 is best for tiny models trained for minutes; try 0.1-0.2 for long runs
+    bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ConfigError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                "each head gets n_embd / n_head dimensions"
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise ConfigError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.bias, bool):
+            raise ConfigError(f"bias must be true or false, got {self.bias!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GPTConfig:
+        """Build a config from a dict (e.g. config.json), refusing keys it does not know."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention where each position looks only at itself and earlier positions."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        # one matrix computes queries, keys and values for all heads at once (GPT-2's c_attn)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, kv_cache: LayerKVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_dim): each head attends independently
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if kv_cache is not None:
+            # Generation: store this step's keys/values and attend over everything cached so far.
+            # The cache is either empty (a prompt of T tokens: causal) or gets one token (T == 1:
+            # the new token may look at every cached position, so no mask is needed).
+            k, v = kv_cache.update(k, v)
+        # scaled_dot_product_attention picks a fused kernel (flash attention where available):
+        # softmax(q k^T / sqrt(head_dim)) v without materialising the T x T matrix in Python
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=T > 1,
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: widen 4x, GELU, project back."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2 used the tanh approximation
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """A transformer block. Pre-norm: LayerNorm *before* each sublayer keeps the residual path clean."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, kv_cache: LayerKVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    """A GPT-2 style language model: `forward(idx)` maps token ids (B, T) to logits (B, T, vocab)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
+                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: reading a token in and writing it out use one matrix. It saves
+        # vocab_size * n_embd parameters and helps small models (Press & Wolf, 2017).
+        self.lm_head.weight = self.transformer.wte.weight
+
+        self.apply(self._init_weights)
+        # GPT-2's scaled init: each block adds two residual projections to the stream, so their
+        # weights shrink by 1/sqrt(2 * n_layer) to keep the stream's variance from growing with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count (the tied output matrix counted once). `non_embedding` drops both embeddings."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab_size) for token ids `idx` (B, T). With a cache, positions continue after it."""
+        B, T = idx.shape
+        start = kv_cache.length if kv_cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, kv_cache.layers[i] if kv_cache is not None else None)
+        x = self.transformer.ln_f(x)
+        return self.lm_head(x)
+
+    # ---- generation: thin front-ends over sampling.py (the engine knows only token ids) ----
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        stop: Sequence[Sequence[int]] | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue `idx` (B, T) by up to `max_new_tokens` sampled tokens; returns (B, T + new).
+
+        `temperature=0` is greedy decoding. `stop` is a list of token-id sequences: generation ends
+        once every row has produced one of them. See `tinyllm.sampling` for the order in which the
+        options apply.
+        """
+        from .sampling import SamplingParams, generate
+
+        params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
+        return generate(self, idx, max_new_tokens, params, stop=stop, use_cache=use_cache, generator=generator)
+
+    @torch.no_grad()
+    def stream(self, idx: torch.Tensor, max_new_tokens: int, **options: Any) -> Iterator[torch.Tensor]:
+        """Like `generate`, but yields each step's new tokens (shape (B,)) as soon as they are sampled."""
+        from .sampling import SamplingParams, stream
+
+        sampling_keys = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+        params = SamplingParams(**{k: options.pop(k) for k in sampling_keys if k in options})
+        yield from stream(self, idx, max_new_tokens, params, **options)

@@ -1,0 +1,100 @@
+"""Loss curves as PNG files, drawn from a run's metrics.jsonl.
+
+Written at each evaluation and at the end of training; `tinyllm plot RUN` redraws them:
+- train_loss.png: the loss of every training batch (light) and the evaluated train loss (dark)
+- test_loss.png: the test loss at each evaluation, with the train loss for comparison
+- lr.png: the learning-rate schedule
+- one more PNG per task metric, e.g. accuracy.png, with train and test where both are logged
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+STANDARD_KEYS = {"iter", "train_loss", "eval_train_loss", "test_loss", "lr", "tokens_per_s", "elapsed_s"}
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl; a line cut short by a crash (the last one) is skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise CheckpointError(f"missing file: {path}") from None
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise CheckpointError(f"{path} line {i + 1} is not JSON") from None
+    return records
+
+
+def _figure(title: str, ylabel: str):
+    import matplotlib
+
+    matplotlib.use("Agg")  # draw to files; no window, no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.set_title(title)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    return plt, fig, ax
+
+
+def _save(plt, fig, ax, path: Path) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)  # atomic: a reader never sees half a PNG
+
+
+def plot_run(run_dir: Path, title: str = "") -> list[Path]:
+    """Redraw every plot of `run_dir` from its metrics.jsonl; returns the files written."""
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir / "metrics.jsonl")
+    if not records:
+        raise CheckpointError(f"{run_dir / 'metrics.jsonl'} holds no metrics yet")
+    evals = [r for r in records if "test_loss" in r]
+    prefix = f"{title}: " if title else ""
+    written = []
+
+    plt, fig, ax = _figure(f"{prefix}train loss", "cross-entropy loss")
+    ax.plot([r["iter"] for r in records], [r["train_loss"] for r in records], alpha=0.3, lw=0.8, label="batch")
+    if evals:
+        ax.plot([r["iter"] for r in evals], [r["eval_train_loss"] for r in evals], "o-", ms=3, label="evaluated")
+    _save(plt, fig, ax, run_dir / "train_loss.png")
+    written.append(run_dir / "train_loss.png")
+
+    plt, fig, ax = _figure(f"{prefix}test loss", "cross-entropy loss")
+    if evals:
+        ax.plot([r["iter"] for r in evals], [r["test_loss"] for r in evals], "o-", ms=3, label="test")
+        ax.plot([r["iter"] for r in evals], [r["eval_train_loss"] for r in evals], "--", alpha=0.6, label="train")
+    _save(plt, fig, ax, run_dir / "test_loss.png")
+    written.append(run_dir / "test_loss.png")
+
+    plt, fig, ax = _figure(f"{prefix}learning rate", "learning rate")
+    ax.plot([r["iter"] for r in records], [r["lr"] for r in records])
+    _save(plt, fig, ax, run_dir / "lr.png")
+    written.append(run_dir / "lr.png")
+
+    # task metrics: "accuracy" and "train_accuracy" share accuracy.png
+    extra = sorted({k for r in evals for k in r} - STANDARD_KEYS)
+    for name in [k for k in extra if not k.startswith("train_")]:
+        plt, fig, ax = _figure(f"{prefix}{name}", name)
+        for key, label in ((name, "test"), (f"train_{name}", "train")):
+            points = [(r["iter"], r[key]) for r in evals if key in r]
+            if points:
+                ax.plot(*zip(*points), "o-", ms=3, label=label)
+        _save(plt, fig, ax, run_dir / f"{name}.png")
+        written.append(run_dir / f"{name}.png")
+    return written

@@ -1,0 +1,225 @@
+"""Turning logits into text: the logits processors and the decode loop.
+
+This module knows only token ids and a model with `forward(idx, kv_cache) -> logits`; the
+tokenizer and the task live elsewhere. Each step, the last position's logits go through these
+processors, in this order (the order Hugging Face's `generate` uses):
+
+1. **repetition penalty** -- every token already in the sequence (prompt included) gets its logit
+   divided by the penalty if positive, multiplied by it if negative (CTRL, Keskar et al. 2019);
+   a penalty > 1 discourages repeats.
+2. **temperature** -- logits / T. T < 1 sharpens the distribution, T > 1 flattens it, and T = 0
+   means greedy decoding: take the most likely token (no division by zero).
+3. **top-k** -- keep exactly the k most likely tokens (ties broken towards the lower token id).
+4. **top-p** (nucleus) -- keep the smallest set of most likely tokens whose probability mass
+   reaches p; the most likely token is always kept.
+5. **min-p** -- keep tokens whose probability is at least p times the top token's probability.
+
+Each filter sees the distribution the previous ones left (renormalised), then one token is drawn
+with a per-call `torch.Generator`, so a seed reproduces a sample without touching the global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UsageError
+from .kv_cache import KVCache, window_start
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token. The defaults sample from the model's plain distribution."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        if not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise UsageError(f"temperature must be a finite number >= 0 (0 is greedy), got {t}")
+        if self.top_k is not None and (
+            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1
+        ):
+            raise UsageError(f"top_k must be an integer >= 1, got {self.top_k}")
+        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
+            raise UsageError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.min_p is not None and not (0.0 <= self.min_p <= 1.0):
+            raise UsageError(f"min_p must be in [0, 1], got {self.min_p}")
+        rp = self.repetition_penalty
+        if not isinstance(rp, (int, float)) or not math.isfinite(rp) or rp <= 0:
+            raise UsageError(f"repetition_penalty must be a finite number > 0, got {rp}")
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seq: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Push down the logits (B, V) of every token that occurs in `seq` (B, T)."""
+    seen = torch.gather(logits, 1, seq)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return logits.scatter(1, seq, seen)
+
+
+def _sorted_desc(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # a stable sort keeps equal logits in token-id order: ties always resolve the same way
+    return torch.sort(logits, dim=-1, descending=True, stable=True)
+
+
+def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep exactly the `k` largest logits per row; the rest become -inf."""
+    if k >= logits.shape[-1]:
+        return logits
+    _, order = _sorted_desc(logits)
+    drop = torch.zeros_like(logits, dtype=torch.bool).scatter(1, order[:, k:], True)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest high-probability set whose total probability reaches `p`."""
+    sorted_logits, order = _sorted_desc(logits)
+    probs = F.softmax(sorted_logits, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs  # probability of all more likely tokens
+    drop_sorted = mass_before >= p  # already reached p without this token; never the first one
+    drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def apply_min_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Drop tokens less likely than `p` times the most likely token."""
+    probs = F.softmax(logits, dim=-1)
+    threshold = p * probs.max(dim=-1, keepdim=True).values
+    return logits.masked_fill(probs < threshold, float("-inf"))
+
+
+def process_logits(logits: torch.Tensor, seq: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Apply the processors in the documented order to next-token logits (B, V)."""
+    if params.repetition_penalty != 1.0:
+        logits = apply_repetition_penalty(logits, seq, params.repetition_penalty)
+    if params.temperature == 0:
+        return logits  # greedy: the filters below cannot change the argmax
+    if params.temperature != 1.0:
+        logits = logits / params.temperature
+    if params.top_k is not None:
+        logits = apply_top_k(logits, params.top_k)
+    if params.top_p is not None and params.top_p < 1.0:
+        logits = apply_top_p(logits, params.top_p)
+    if params.min_p:
+        logits = apply_min_p(logits, params.min_p)
+    return logits
+
+
+def sample_next(
+    logits: torch.Tensor, seq: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Pick one token per row from next-token logits (B, V); `seq` (B, T) is the text so far."""
+    logits = process_logits(logits.float(), seq, params)
+    if params.temperature == 0:
+        return torch.argmax(logits, dim=-1)  # the first maximum: deterministic
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+class StopChecker:
+    """Watches each row's newly generated tokens for any of the stop sequences."""
+
+    def __init__(self, stop: Sequence[Sequence[int]], batch_size: int) -> None:
+        self.stop = [list(s) for s in stop if len(s) > 0]
+        self.longest = max((len(s) for s in self.stop), default=0)
+        self.recent: list[list[int]] = [[] for _ in range(batch_size)]
+        self.done = [False] * batch_size
+
+    def update(self, tokens: torch.Tensor) -> bool:
+        """Record one step's tokens (B,); True once every row has produced a stop sequence."""
+        for row, token in enumerate(tokens.tolist()):
+            recent = self.recent[row]
+            recent.append(token)
+            del recent[: -self.longest]
+            if not self.done[row]:
+                self.done[row] = any(recent[-len(s) :] == s for s in self.stop)
+        return all(self.done)
+
+
+def default_shift(block_size: int) -> int:
+    """How far the context window jumps when it is full: a quarter of the block (at least 1)."""
+    return max(1, block_size // 4)
+
+
+@torch.inference_mode()
+def stream(
+    model: torch.nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    params: SamplingParams = SamplingParams(),
+    *,
+    stop: Sequence[Sequence[int]] | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    shift: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield each step's new tokens (B,) as they are sampled.
+
+    With `use_cache`, the prompt is run once to fill a `KVCache`, then each step feeds only the
+    newest token. Without it, each step re-runs the model over the whole context window -- the
+    reference the cache is tested against. Both follow the same window policy past block_size
+    (`kv_cache.window_start`), so they produce the same tokens.
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise UsageError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise UsageError("the prompt must hold at least one token")
+    block_size = model.config.block_size
+    shift = default_shift(block_size) if shift is None else shift
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 1:
+        raise UsageError(f"shift must be an integer >= 1, got {shift}")
+    if max_new_tokens == 0:
+        return
+
+    B, prompt_len = idx.shape
+    seq = torch.empty(B, prompt_len + max_new_tokens, dtype=torch.long, device=idx.device)
+    seq[:, :prompt_len] = idx
+    n = prompt_len  # tokens so far
+    start = max(0, n - block_size)  # first token of the context window
+    stopper = StopChecker(stop, B) if stop else None
+    cache = KVCache.for_model(model, B) if use_cache else None
+
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(seq[:, start:n], cache)[:, -1]  # prefill: the whole prompt in one pass
+        for step in range(max_new_tokens):
+            token = sample_next(logits, seq[:, :n], params, generator)
+            seq[:, n] = token
+            n += 1
+            yield token
+            if (stopper is not None and stopper.update(token)) or step == max_new_tokens - 1:
+                return
+            new_start = window_start(n, start, block_size, shift)
+            if cache is None:
+                logits = model(seq[:, new_start:n])[:, -1]
+            elif new_start != start:  # the window jumped: re-prefill its tokens at positions 0..
+                cache.reset()
+                logits = model(seq[:, new_start:n], cache)[:, -1]
+            else:
+                logits = model(seq[:, n - 1 : n], cache)[:, -1]
+            start = new_start
+    finally:
+        model.train(was_training)
+
+
+def generate(
+    model: torch.nn.Module,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    params: SamplingParams = SamplingParams(),
+    **options,
+) -> torch.Tensor:
+    """Run `stream` to the end; returns the prompt followed by the new tokens, (B, T + new)."""
+    new = list(stream(model, idx, max_new_tokens, params, **options))
+    if not new:
+        return idx.clone()
+    return torch.cat([idx, torch.stack(new, dim=1)], dim=1)

@@ -1,0 +1,103 @@
+"""What a task is: data + tokenizer + model defaults + *its own loss*.
+
+A task is the unit of the collection. `tinyllm train NAME` looks one up by name, asks it for a
+tokenizer and batches, builds a GPT of the task's default shape, and trains the task's `TaskModel`
+-- a thin `nn.Module` around the GPT whose `loss(batch)` decides what counts as a mistake. The
+plain language model scores every next token; the addition task scores only the answer digits.
+
+To write a task, subclass `Task` (and `TaskModel` if the loss differs), then register it in
+`tinyllm/tasks/__init__.py`. The README walks through one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..model import GPT, GPTConfig
+from ..tokenizer import CharTokenizer
+
+Batch = tuple[torch.Tensor, ...]
+
+
+class TaskModel(nn.Module):
+    """A GPT and the loss its task trains it with. The default: next-token cross-entropy everywhere."""
+
+    def __init__(self, gpt: GPT) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.gpt(idx)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy of predicting y[t] from x[..t], over every position of every row."""
+        x, y = batch
+        logits = self.gpt(x)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """A task-specific command-line flag, e.g. `--no-lowercase` for Shakespeare."""
+
+    flag: str  # "--digits"
+    dest: str  # the keyword the task's constructor takes
+    help: str
+    type: Any = None  # a parser for the value (int, a choice checker, ...); None for on/off flags
+    choices: tuple[str, ...] | None = None
+    store: Any = None  # for on/off flags: the value the flag stores
+
+
+class Task:
+    """Base class of tasks. Subclasses set the class attributes and implement the methods below."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]  # one line, shown by `tinyllm tasks`
+    options: ClassVar[tuple[TaskOption, ...]] = ()
+    model_defaults: ClassVar[dict[str, Any]] = {}  # GPTConfig fields this task sets
+    train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig fields this task sets
+    model_class: ClassVar[type[TaskModel]] = TaskModel
+
+    tokenizer: CharTokenizer
+
+    def __init__(self, **options: Any) -> None:
+        self.task_options = options  # saved in config.json so `eval` can rebuild the task
+
+    # -- data --
+    def prepare(self, data_path: str | None = None, tokenizer: CharTokenizer | None = None) -> None:
+        """Load or generate the data and set `self.tokenizer` (reusing `tokenizer` from a saved run)."""
+        raise NotImplementedError
+
+    def get_batch(self, split: str, batch_size: int, block_size: int, generator: torch.Generator) -> Batch:
+        """A training batch from `split` ("train" or "test"), on the CPU."""
+        raise NotImplementedError
+
+    # -- model --
+    def build_model(self, config: GPTConfig) -> TaskModel:
+        return self.model_class(GPT(config))
+
+    def check_config(self, config: GPTConfig) -> None:
+        """Raise `ConfigError` if the model cannot do this task (e.g. a context too short)."""
+
+    @torch.no_grad()
+    def metrics(self, model: TaskModel, device: torch.device) -> dict[str, float]:
+        """Task-specific evaluation (e.g. exact-match accuracy), logged at each eval. None by default."""
+        return {}
+
+    # -- prompts: the user's text <-> what the model reads and writes --
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode_completion(self, prompt: str, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    default_max_new_tokens: ClassVar[int] = 500
+    # True when a completion simply continues the prompt's text (shakespeare): the CLI then echoes
+    # the prompt and streams characters as they come. False for answer tasks (addition), whose
+    # answer is decoded once complete.
+    continues_text: ClassVar[bool] = True

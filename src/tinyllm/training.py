@@ -1,0 +1,336 @@
+"""A generic trainer: it knows a module with `.loss(batch)`, a way to get batches, and an optimizer.
+
+Nothing here is about GPT or Shakespeare (minGPT's lesson): the same loop trains any task.
+
+- AdamW, with weight decay only on matrices (2-D weights: linear layers and embeddings). Biases
+  and LayerNorm gains are not decayed: shrinking them towards zero only hurts.
+- Learning rate: linear warm-up, then cosine decay to a floor (`min_lr`). The decay follows
+  whichever budget is nearer its end: iterations (`max_iters`) or wall time (`max_time`), so a
+  time-limited run still ends its schedule at the floor, right when the time is up.
+- Gradient clipping, gradient accumulation, evaluation of train and test loss every
+  `eval_interval` steps on a fixed set of batches (the same batches each time: a smoother curve).
+- Ctrl-C finishes the current step, then stops cleanly so the caller can save a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import ConfigError, TinyLLMError
+
+Batch = tuple[torch.Tensor, ...]
+
+
+@dataclass
+class TrainConfig:
+    """How to train. A task overrides some defaults; the command line overrides anything."""
+
+    batch_size: int = 32
+    lr: float = 1e-3  # peak learning rate, reached after warm-up
+    min_lr: float | None = None  # the floor the cosine decays to (default: lr / 10)
+    warmup_iters: int = 100
+    max_iters: int | None = 5000  # stop after this many optimizer steps ...
+    max_time: float | None = None  # ... or after this many seconds, whichever comes first
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99  # a bit below the usual 0.999: small batches give noisy gradients
+    grad_clip: float = 1.0  # clip the global gradient norm (0 disables)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    eval_interval: int = 250
+    eval_iters: int = 20  # batches per split in each evaluation
+    seed: int = 1337
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, allow_none: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters"):
+            positive_int(name)
+        positive_int("max_iters", allow_none=True)
+        if isinstance(self.warmup_iters, bool) or not isinstance(self.warmup_iters, int) or self.warmup_iters < 0:
+            raise ConfigError(f"warmup_iters must be an integer >= 0, got {self.warmup_iters!r}")
+        for name in ("lr", "min_lr", "max_time", "weight_decay", "grad_clip", "beta1", "beta2"):
+            value = getattr(self, name)
+            if value is None and name in ("min_lr", "max_time"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"min_lr must be in [0, lr], got {self.min_lr}")
+        if self.max_time is not None and self.max_time <= 0:
+            raise ConfigError(f"max_time must be > 0 seconds, got {self.max_time}")
+        if self.max_iters is None and self.max_time is None:
+            raise ConfigError("set max_iters or max_time (or both): training needs an end")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("weight_decay and grad_clip must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError("beta1 and beta2 must be in [0, 1)")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU; an unavailable device is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TinyLLMError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise TinyLLMError("--device mps was asked for, but MPS is not available")
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: matrices are decayed, vectors (biases, LayerNorm) are not."""
+    params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # the fused kernel updates every parameter in one go; it exists for CPU and CUDA tensors
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
+
+
+class NonFiniteLossError(TinyLLMError):
+    """The loss became NaN or infinite: the run stops, keeping its last good checkpoint."""
+
+
+class Trainer:
+    """Trains `model` (any module with `.loss(batch)`) on batches from `get_batch(split, generator)`.
+
+    Hooks, all optional:
+      on_step(record)         -- after every optimizer step, with that step's metrics
+      on_eval(record)         -- after each evaluation (the record then holds test_loss, ...)
+      on_checkpoint(trainer, is_best) -- when a checkpoint is due (after each eval, at the end,
+                                 and on Ctrl-C); `state_dict()` gives what to save for resuming
+      task_metrics(model)     -- extra numbers to log at each eval (e.g. accuracy)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        get_batch: Callable[[str, torch.Generator], Batch],
+        config: TrainConfig,
+        *,
+        task_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
+        on_step: Callable[[dict[str, Any]], None] | None = None,
+        on_eval: Callable[[dict[str, Any]], None] | None = None,
+        on_checkpoint: Callable[[Trainer, bool], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.get_batch = get_batch
+        self.task_metrics = task_metrics
+        self.on_step, self.on_eval, self.on_checkpoint = on_step, on_eval, on_checkpoint
+        self.optimizer = make_optimizer(self.model, config, self.device)
+        self.batch_generator = torch.Generator().manual_seed(config.seed)
+        self.iter = 0  # optimizer steps taken
+        self.elapsed = 0.0  # seconds of training so far (survives a resume)
+        self.best_test_loss = math.inf
+        self.interrupted = False
+
+    # ---- the learning-rate schedule ----
+
+    def progress(self, it: int | None = None, elapsed: float | None = None) -> float:
+        """How far through its budget the run is, 0..1: the larger of the iteration and time fractions."""
+        it = self.iter if it is None else it
+        elapsed = self.elapsed if elapsed is None else elapsed
+        fractions = []
+        if self.config.max_iters is not None:
+            fractions.append(it / self.config.max_iters)
+        if self.config.max_time is not None:
+            fractions.append(elapsed / self.config.max_time)
+        return min(1.0, max(fractions))
+
+    def lr_at(self, it: int, elapsed: float) -> float:
+        cfg = self.config
+        min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+        if it < cfg.warmup_iters:
+            return cfg.lr * (it + 1) / (cfg.warmup_iters + 1)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress(it, elapsed)))  # 1 -> 0
+        return min_lr + cosine * (cfg.lr - min_lr)
+
+    # ---- evaluation ----
+
+    def to_device(self, batch: Batch) -> Batch:
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss on `eval_iters` fixed batches of each split, plus the task's own metrics."""
+        self.model.eval()
+        result = {}
+        for split, key in (("train", "eval_train_loss"), ("test", "test_loss")):
+            generator = torch.Generator().manual_seed(self.config.seed + 1)  # same batches every eval
+            losses = [
+                self.model.loss(self.to_device(self.get_batch(split, generator))).item()
+                for _ in range(self.config.eval_iters)
+            ]
+            result[key] = sum(losses) / len(losses)
+        if self.task_metrics is not None:
+            result.update(self.task_metrics(self.model))
+        self.model.train()
+        return result
+
+    # ---- the loop ----
+
+    def done(self) -> bool:
+        cfg = self.config
+        return (
+            self.interrupted
+            or (cfg.max_iters is not None and self.iter >= cfg.max_iters)
+            or (cfg.max_time is not None and self.elapsed >= cfg.max_time)
+        )
+
+    def step(self) -> dict[str, Any]:
+        """One optimizer step (over `grad_accum` micro-batches); returns its metrics record."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        lr = self.lr_at(self.iter, self.elapsed)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total_loss = 0.0
+        tokens = 0
+        for _ in range(cfg.grad_accum):
+            batch = self.to_device(self.get_batch("train", self.batch_generator))
+            loss = self.model.loss(batch) / cfg.grad_accum
+            loss.backward()
+            total_loss += loss.item()
+            tokens += batch[0].numel()
+        if not math.isfinite(total_loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"the loss became {total_loss} at iteration {self.iter + 1}; stopping "
+                "(the last checkpoint is kept; try a lower --lr)"
+            )
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)  # frees the gradients instead of zeroing them
+        self.iter += 1
+        dt = time.perf_counter() - t0
+        return {"iter": self.iter, "train_loss": total_loss, "lr": lr, "tokens_per_s": tokens / dt}
+
+    def run(self, progress_bar: bool = True) -> None:
+        """Train until max_iters, max_time or Ctrl-C; evaluate and checkpoint along the way."""
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        previous_handler = self._catch_ctrl_c()
+        bar = tqdm(total=100, disable=not progress_bar, bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
+        start = time.perf_counter() - self.elapsed
+        try:
+            while not self.done():
+                record = self.step()
+                self.elapsed = time.perf_counter() - start
+                record["elapsed_s"] = round(self.elapsed, 3)
+                evaluating = self.iter % self.config.eval_interval == 0 or (self.done() and not self.interrupted)
+                if evaluating:
+                    record.update(self.evaluate())
+                    self.elapsed = time.perf_counter() - start
+                if self.on_step:
+                    self.on_step(record)
+                bar.n = round(100 * self.progress(), 1)
+                bar.set_postfix_str(
+                    f"iter {self.iter} loss {record['train_loss']:.3f} lr {record['lr']:.2e} "
+                    f"{record['tokens_per_s']:,.0f} tok/s",
+                    refresh=False,
+                )
+                bar.refresh()
+                if evaluating:
+                    is_best = record["test_loss"] < self.best_test_loss
+                    self.best_test_loss = min(self.best_test_loss, record["test_loss"])
+                    if self.on_eval:
+                        self.on_eval(record)
+                    if self.on_checkpoint:
+                        self.on_checkpoint(self, is_best)
+                elif self.interrupted and self.on_checkpoint:
+                    self.on_checkpoint(self, False)
+        finally:
+            bar.close()
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+
+    def _catch_ctrl_c(self):
+        """First Ctrl-C: finish this step, checkpoint, stop. A second one interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+
+        return signal.signal(signal.SIGINT, handler)
+
+    # ---- resuming ----
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to resume, split into tensors and JSON-able values (no pickle)."""
+        tensors: dict[str, torch.Tensor] = {}
+        opt = self.optimizer.state_dict()
+        for index, state in opt["state"].items():
+            for key, value in state.items():
+                tensors[f"optimizer.{index}.{key}"] = value
+        tensors["rng.batches"] = self.batch_generator.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = s
+        meta = {
+            "iter": self.iter,
+            "elapsed_s": self.elapsed,
+            "best_test_loss": self.best_test_loss if math.isfinite(self.best_test_loss) else None,
+            "optimizer_param_groups": opt["param_groups"],
+        }
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith("optimizer."):
+                _, index, key = name.split(".", 2)
+                state.setdefault(int(index), {})[key] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
+        self.batch_generator.set_state(tensors["rng.batches"])
+        torch.set_rng_state(tensors["rng.torch"])
+        cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+        if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        self.iter = int(meta["iter"])
+        self.elapsed = float(meta["elapsed_s"])
+        best = meta.get("best_test_loss")
+        self.best_test_loss = math.inf if best is None else float(best)

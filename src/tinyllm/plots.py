@@ -94,7 +94,7 @@ def plot_run(run_dir: Path, title: str = "") -> list[Path]:
         for key, label in ((name, "test"), (f"train_{name}", "train")):
             points = [(r["iter"], r[key]) for r in evals if key in r]
             if points:
-                ax.plot(*zip(*points), "o-", ms=3, label=label)
+                ax.plot(*zip(*points, strict=True), "o-", ms=3, label=label)
         _save(plt, fig, ax, run_dir / f"{name}.png")
         written.append(run_dir / f"{name}.png")
     return written

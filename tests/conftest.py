@@ -1,0 +1,39 @@
+"""Shared fixtures. Tests never download: they use the tiny Shakespeare copy in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Point the data lookup at the shared copy unless the caller already chose a folder.
+if "TINYLLM_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["TINYLLM_DATA_DIR"] = str(SHARED_DATA)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
+TINY_TRAIN = {"batch_size": 8, "max_iters": 20, "max_time": None, "eval_interval": 10, "eval_iters": 2, "warmup_iters": 5}
+
+
+@pytest.fixture(scope="session")
+def shakespeare_path() -> Path:
+    path = Path(os.environ["TINYLLM_DATA_DIR"]) / "tinyshakespeare" / "input.txt"
+    if not path.is_file():
+        pytest.fail(f"tiny Shakespeare not found at {path}: set TINYLLM_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny Shakespeare run, trained once for the whole session (a few seconds)."""
+    from tinyllm.runs import train
+
+    out = tmp_path_factory.mktemp("runs") / "shakespeare"
+    train("shakespeare", out_dir=out, model_overrides=TINY_MODEL, train_overrides=TINY_TRAIN, progress_bar=False, log=lambda *a: None)
+    return out

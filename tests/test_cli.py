@@ -1,0 +1,97 @@
+"""The `tinyllm` command end to end, in subprocesses, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8", "--eval-iters", "2"]
+
+
+def tinyllm(*args, cwd=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "tinyllm", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_train_sample_eval_plot(tmp_path):
+    tinyllm("train", "shakespeare", *TINY, "--max-iters", 20, "--eval-interval", 10, "--no-progress", cwd=tmp_path)
+    run = tmp_path / "runs" / "shakespeare"  # the default --out
+    for name in ("model.safetensors", "best.safetensors", "resume.safetensors", "config.json", "tokenizer.json", "metrics.jsonl", "train_loss.png", "test_loss.png", "lr.png"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "shakespeare" and config["model"]["n_layer"] == 1 and config["task_options"] == {"lowercase": True}
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in lines] == list(range(1, 21))
+    assert "test_loss" in lines[9] and "test_loss" in lines[19] and "test_loss" not in lines[0]
+
+    prompt = "we are accounted poor citizens, the patricians good."
+    out = tinyllm("sample", run, "--prompt", prompt, "--max-new-tokens", 40, "--seed", 1).stdout
+    assert out.startswith(prompt) and out.endswith("\n") and len(out) == len(prompt) + 40 + 1
+    assert tinyllm("sample", run, "--prompt", prompt, "--max-new-tokens", 40, "--seed", 1).stdout == out
+
+    result = json.loads(tinyllm("eval", run, "--json", "--batches", 5).stdout)
+    assert result["task"] == "shakespeare" and 0 < result["test_loss"] < 4.5
+
+    (run / "lr.png").unlink()
+    assert "lr.png" in tinyllm("plot", run).stdout
+    assert (run / "lr.png").is_file()
+
+
+def test_console_script_and_module_agree():
+    import shutil
+
+    exe = shutil.which("tinyllm", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert exe, "the tinyllm console script is installed next to python"
+    a = subprocess.run([exe, "tasks"], capture_output=True, text=True).stdout
+    assert a == tinyllm("tasks").stdout and "shakespeare" in a
+
+
+def test_toml_config_and_cli_precedence(tmp_path):
+    (tmp_path / "c.toml").write_text('n_layer = 2\nn_embd = 32\nn_head = 2\nblock_size = 16\nmax_iters = 4\nmax_time = "1m"\nbatch_size = 4\n')
+    tinyllm("train", "shakespeare", "--config", tmp_path / "c.toml", "--n-layer", 1, "--out", tmp_path / "r", "--eval-interval", 2, "--eval-iters", 1, "--no-progress")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["model"]["n_layer"] == 1  # the flag beats the file
+    assert config["model"]["n_embd"] == 32 and config["train"]["max_time"] == 60.0 and config["train"]["max_iters"] == 4
+
+
+def test_no_lowercase_keeps_capitals(tmp_path):
+    tinyllm("train", "shakespeare", *TINY, "--max-iters", 2, "--eval-interval", 2, "--no-lowercase", "--out", tmp_path / "r", "--no-progress")
+    vocab = json.loads((tmp_path / "r" / "tokenizer.json").read_text())
+    assert "A" in vocab["chars"] and len(vocab["chars"]) == 65 and vocab["lowercase"] is False
+
+
+BAD = [
+    (["train", "nosuchtask"], 2, "invalid choice"),
+    (["train", "shakespeare", "--n-embd", "30", "--n-head", "4"], 2, "divisible"),
+    (["train", "shakespeare", "--lr", "-1"], 2, "--lr"),
+    (["train", "shakespeare", "--max-time", "soon"], 2, "duration"),
+    (["train", "shakespeare", "--batch-size", "many"], 2, "--batch-size"),
+    (["train", "shakespeare", "--data", "/nonexistent/file.txt"], 1, "not found"),
+    (["sample", "/nonexistent/run", "--prompt", "hi"], 1, "not found"),
+    (["eval", "/tmp"], 1, "not a tinyllm run"),
+    (["plot", "/nonexistent/run"], 1, "not found"),
+    (["frobnicate"], 2, "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("args, code, message", BAD)
+def test_bad_invocations_are_one_clear_line(args, code, message, tmp_path):
+    proc = tinyllm(*args, "--out", tmp_path / "o", check=False) if args[0] == "train" and len(args) > 1 and args[1] == "shakespeare" else tinyllm(*args, check=False)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_runtime_bad_inputs(tiny_run, tmp_path):
+    proc = tinyllm("sample", tiny_run, "--prompt", "hello ¤ world", check=False)
+    assert proc.returncode == 2 and "'¤'" in proc.stderr and "Traceback" not in proc.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    proc = tinyllm("train", "shakespeare", "--data", empty, "--out", tmp_path / "o", check=False)
+    assert proc.returncode == 1 and "empty" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = tinyllm("--debug", "sample", tiny_run, "--prompt", "¤", check=False)
+    assert "Traceback" in proc.stderr  # --debug shows it

@@ -1,0 +1,124 @@
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from tinyllm.errors import ConfigError
+from tinyllm.runs import Interrupted, train
+from tinyllm.training import Trainer, TrainConfig, make_optimizer
+
+from .conftest import TINY_MODEL, TINY_TRAIN
+
+
+def read(path):
+    return [json.loads(line) for line in open(path)]
+
+
+class Regression(nn.Module):
+    """Not a GPT: the trainer only needs `.loss(batch)`."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+
+    def loss(self, batch):
+        x, y = batch
+        return ((self.linear(x) - y) ** 2).mean()
+
+
+def regression_batches(split, generator):
+    x = torch.randn(32, 4, generator=generator)
+    return x, x @ torch.tensor([[1.0], [-2.0], [3.0], [0.5]]) + 0.25
+
+
+def test_trainer_is_generic_and_learns():
+    records = []
+    trainer = Trainer(
+        Regression(), regression_batches,
+        TrainConfig(lr=0.05, max_iters=300, warmup_iters=10, eval_interval=100, eval_iters=2, device="cpu", weight_decay=0.0),
+        on_step=records.append,
+    )
+    trainer.run(progress_bar=False)
+    assert [r["iter"] for r in records] == list(range(1, 301))
+    assert records[-1]["test_loss"] < 1e-3
+    assert {"iter", "train_loss", "lr", "tokens_per_s", "elapsed_s"} <= set(records[0])
+
+
+def test_weight_decay_only_on_matrices():
+    model = nn.Sequential(nn.Embedding(10, 8), nn.LayerNorm(8), nn.Linear(8, 8))
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and all(p.dim() == 1 for p in plain["params"])
+    assert len(decayed["params"]) == 2 and len(plain["params"]) == 3
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    trainer = Trainer(Regression(), regression_batches, TrainConfig(lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=100, device="cpu"))
+    lrs = [trainer.lr_at(i, 0.0) for i in range(100)]
+    assert lrs[0] < lrs[5] < lrs[9] <= 1e-3  # linear warm-up
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # then never rises
+    assert math.isclose(trainer.lr_at(100, 0.0), 1e-4)  # ends at the floor
+
+
+def test_time_budget_drives_the_schedule():
+    trainer = Trainer(Regression(), regression_batches, TrainConfig(lr=1e-3, min_lr=0.0, warmup_iters=0, max_iters=None, max_time=60, device="cpu"))
+    assert math.isclose(trainer.lr_at(5, 30.0), 0.5e-3)  # half the time: half way down the cosine
+    assert math.isclose(trainer.lr_at(5, 60.0), 0.0, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"max_iters": None, "max_time": None}, {"lr": -1}, {"batch_size": 0}, {"min_lr": 1.0}, {"device": "tpu"}, {"max_time": 0}]
+)
+def test_invalid_training_configs(kw):
+    with pytest.raises(ConfigError):
+        TrainConfig(**kw)
+
+
+def test_resume_continues_iteration_count_and_learning_rate(tmp_path, monkeypatch):
+    settings = dict(model_overrides=TINY_MODEL, train_overrides={**TINY_TRAIN, "max_iters": 30}, progress_bar=False, log=lambda *a: None)
+    train("shakespeare", out_dir=tmp_path / "full", **settings)
+
+    # stop the second run after step 15, as Ctrl-C would: it checkpoints and raises Interrupted
+    original_step = Trainer.step
+
+    def step_then_stop(self):
+        record = original_step(self)
+        if self.iter == 15:
+            self.interrupted = True
+        return record
+
+    monkeypatch.setattr(Trainer, "step", step_then_stop)
+    with pytest.raises(Interrupted, match="--resume"):
+        train("shakespeare", out_dir=tmp_path / "cut", **settings)
+    monkeypatch.setattr(Trainer, "step", original_step)
+    assert [r["iter"] for r in read(tmp_path / "cut" / "metrics.jsonl")] == list(range(1, 16))
+
+    result = train("shakespeare", out_dir=tmp_path / "cut", resume=True, **settings)
+    assert result.iters == 30
+    full, resumed = read(tmp_path / "full" / "metrics.jsonl"), read(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["iter"] for r in resumed] == list(range(1, 31))  # continuous: nothing lost or repeated
+    assert [r["lr"] for r in resumed] == [r["lr"] for r in full]  # the schedule picks up where it left
+    # model, optimizer and RNG state were all restored: the very same losses
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in full]
+    assert resumed[-1]["test_loss"] == full[-1]["test_loss"]
+
+
+def test_existing_run_is_not_overwritten(tiny_run):
+    from tinyllm.errors import UsageError
+
+    with pytest.raises(UsageError, match="--resume"):
+        train("shakespeare", out_dir=tiny_run, model_overrides=TINY_MODEL, train_overrides=TINY_TRAIN, progress_bar=False)
+
+
+def test_plots_are_valid_pngs(tiny_run):
+    import matplotlib.image
+
+    for name in ("train_loss.png", "test_loss.png", "lr.png"):
+        path = tiny_run / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = matplotlib.image.imread(path)
+        assert image.shape[0] > 100 and image.shape[1] > 100
+        assert image.std() > 0  # something is drawn

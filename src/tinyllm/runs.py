@@ -403,5 +403,5 @@ def evaluate(run: Run, data_path: str | None = None, batches: int = 100, seed: i
                 batch = tuple(t.to(run.device) for t in task.get_batch(split, batch_size, block_size, generator))
                 losses.append(task_model.loss(batch).item())
             result[f"{split}_loss"] = sum(losses) / len(losses)
-        result.update(task.metrics(task_model, run.device))
+        result.update(task.metrics(task_model, run.device, full=True))
     return result

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from .base import Task, TaskModel, TaskOption
+from .addition import Addition
 from .shakespeare import Shakespeare
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (Shakespeare,)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Shakespeare, Addition)}
+
+
+def register(task: type[Task]) -> type[Task]:
+    """Add a task of your own to the collection (usable as a class decorator)."""
+    if not getattr(task, "name", None):
+        raise ValueError("a task needs a name")
+    TASKS[task.name] = task
+    return task
 
 
 def get_task(name: str) -> type[Task]:
@@ -17,4 +26,4 @@ def get_task(name: str) -> type[Task]:
         raise UsageError(f"unknown task {name!r}; the tasks are: {', '.join(TASKS)}") from None
 
 
-__all__ = ["TASKS", "Task", "TaskModel", "TaskOption", "get_task"]
+__all__ = ["TASKS", "Task", "TaskModel", "TaskOption", "get_task", "register"]

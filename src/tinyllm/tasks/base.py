@@ -85,8 +85,11 @@ class Task:
         """Raise `ConfigError` if the model cannot do this task (e.g. a context too short)."""
 
     @torch.no_grad()
-    def metrics(self, model: TaskModel, device: torch.device) -> dict[str, float]:
-        """Task-specific evaluation (e.g. exact-match accuracy), logged at each eval. None by default."""
+    def metrics(self, model: TaskModel, device: torch.device, full: bool = False) -> dict[str, float]:
+        """Task-specific evaluation (e.g. exact-match accuracy), logged at each eval. None by default.
+
+        `full` is set by `tinyllm eval`: evaluate on everything, not the quick subset used in training.
+        """
         return {}
 
     # -- prompts: the user's text <-> what the model reads and writes --
@@ -96,7 +99,7 @@ class Task:
     def decode_completion(self, prompt: str, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
 
-    default_max_new_tokens: ClassVar[int] = 500
+    default_max_new_tokens: int = 500
     # True when a completion simply continues the prompt's text (shakespeare): the CLI then echoes
     # the prompt and streams characters as they come. False for answer tasks (addition), whose
     # answer is decoded once complete.

@@ -9,7 +9,7 @@ the answer digits. That loss belongs to the model, so it lives here, in `AnswerO
 What the user sees: `1234567+89=` in, `1234656` out. What the model sees (N = --digits):
 
     0001234567+0000000089=65646210000
-    \--- a ---/ \--- b ---/ \- sum, reversed -/
+    |-- a ---| |-- b ---| |-- sum --|  (the sum is written backwards)
 
 - Operands are zero-padded to N digits, so every digit has a fixed position: digit i of a, digit
   i of b and digit i of the answer are always the same distance apart, and the model's learned

@@ -18,7 +18,14 @@ if "TINYLLM_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
-TINY_TRAIN = {"batch_size": 8, "max_iters": 20, "max_time": None, "eval_interval": 10, "eval_iters": 2, "warmup_iters": 5}
+TINY_TRAIN = {
+    "batch_size": 8,
+    "max_iters": 20,
+    "max_time": None,
+    "eval_interval": 10,
+    "eval_iters": 2,
+    "warmup_iters": 5,
+}
 
 
 @pytest.fixture(scope="session")
@@ -35,5 +42,12 @@ def tiny_run(tmp_path_factory) -> Path:
     from tinyllm.runs import train
 
     out = tmp_path_factory.mktemp("runs") / "shakespeare"
-    train("shakespeare", out_dir=out, model_overrides=TINY_MODEL, train_overrides=TINY_TRAIN, progress_bar=False, log=lambda *a: None)
+    train(
+        "shakespeare",
+        out_dir=out,
+        model_overrides=TINY_MODEL,
+        train_overrides=TINY_TRAIN,
+        progress_bar=False,
+        log=lambda *a: None,
+    )
     return out

@@ -6,11 +6,26 @@ import sys
 
 import pytest
 
-TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8", "--eval-iters", "2"]
+TINY = [
+    "--n-layer",
+    "1",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "32",
+    "--block-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--eval-iters",
+    "2",
+]
 
 
 def tinyllm(*args, cwd=None, check=True):
-    proc = subprocess.run([sys.executable, "-m", "tinyllm", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tinyllm", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -19,10 +34,24 @@ def tinyllm(*args, cwd=None, check=True):
 def test_train_sample_eval_plot(tmp_path):
     tinyllm("train", "shakespeare", *TINY, "--max-iters", 20, "--eval-interval", 10, "--no-progress", cwd=tmp_path)
     run = tmp_path / "runs" / "shakespeare"  # the default --out
-    for name in ("model.safetensors", "best.safetensors", "resume.safetensors", "config.json", "tokenizer.json", "metrics.jsonl", "train_loss.png", "test_loss.png", "lr.png"):
+    for name in (
+        "model.safetensors",
+        "best.safetensors",
+        "resume.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "train_loss.png",
+        "test_loss.png",
+        "lr.png",
+    ):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
-    assert config["task"] == "shakespeare" and config["model"]["n_layer"] == 1 and config["task_options"] == {"lowercase": True}
+    assert (
+        config["task"] == "shakespeare"
+        and config["model"]["n_layer"] == 1
+        and config["task_options"] == {"lowercase": True}
+    )
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in lines] == list(range(1, 21))
     assert "test_loss" in lines[9] and "test_loss" in lines[19] and "test_loss" not in lines[0]
@@ -50,15 +79,43 @@ def test_console_script_and_module_agree():
 
 
 def test_toml_config_and_cli_precedence(tmp_path):
-    (tmp_path / "c.toml").write_text('n_layer = 2\nn_embd = 32\nn_head = 2\nblock_size = 16\nmax_iters = 4\nmax_time = "1m"\nbatch_size = 4\n')
-    tinyllm("train", "shakespeare", "--config", tmp_path / "c.toml", "--n-layer", 1, "--out", tmp_path / "r", "--eval-interval", 2, "--eval-iters", 1, "--no-progress")
+    (tmp_path / "c.toml").write_text(
+        'n_layer = 2\nn_embd = 32\nn_head = 2\nblock_size = 16\nmax_iters = 4\nmax_time = "1m"\nbatch_size = 4\n'
+    )
+    tinyllm(
+        "train",
+        "shakespeare",
+        "--config",
+        tmp_path / "c.toml",
+        "--n-layer",
+        1,
+        "--out",
+        tmp_path / "r",
+        "--eval-interval",
+        2,
+        "--eval-iters",
+        1,
+        "--no-progress",
+    )
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["model"]["n_layer"] == 1  # the flag beats the file
     assert config["model"]["n_embd"] == 32 and config["train"]["max_time"] == 60.0 and config["train"]["max_iters"] == 4
 
 
 def test_no_lowercase_keeps_capitals(tmp_path):
-    tinyllm("train", "shakespeare", *TINY, "--max-iters", 2, "--eval-interval", 2, "--no-lowercase", "--out", tmp_path / "r", "--no-progress")
+    tinyllm(
+        "train",
+        "shakespeare",
+        *TINY,
+        "--max-iters",
+        2,
+        "--eval-interval",
+        2,
+        "--no-lowercase",
+        "--out",
+        tmp_path / "r",
+        "--no-progress",
+    )
     vocab = json.loads((tmp_path / "r" / "tokenizer.json").read_text())
     assert "A" in vocab["chars"] and len(vocab["chars"]) == 65 and vocab["lowercase"] is False
 
@@ -79,7 +136,11 @@ BAD = [
 
 @pytest.mark.parametrize("args, code, message", BAD)
 def test_bad_invocations_are_one_clear_line(args, code, message, tmp_path):
-    proc = tinyllm(*args, "--out", tmp_path / "o", check=False) if args[0] == "train" and len(args) > 1 and args[1] == "shakespeare" else tinyllm(*args, check=False)
+    proc = (
+        tinyllm(*args, "--out", tmp_path / "o", check=False)
+        if args[0] == "train" and len(args) > 1 and args[1] == "shakespeare"
+        else tinyllm(*args, check=False)
+    )
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -95,3 +156,28 @@ def test_runtime_bad_inputs(tiny_run, tmp_path):
     assert proc.returncode == 1 and "empty" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = tinyllm("--debug", "sample", tiny_run, "--prompt", "¤", check=False)
     assert "Traceback" in proc.stderr  # --debug shows it
+
+
+def test_sample_options_stop_and_num_samples(tiny_run):
+    base = ["sample", tiny_run, "--prompt", "the ", "--max-new-tokens", 60, "--temperature", 0.9, "--top-k", 10, "--top-p", 0.95, "--min-p", 0.01, "--repetition-penalty", 1.2]
+    free = tinyllm(*base, "--seed", 5).stdout
+    completion = free[len("the ") : -1]
+    stop = completion[10:12]  # two characters the model does produce
+    out = tinyllm(*base, "--seed", 5, f"--stop={stop}").stdout
+    cut = completion.find(stop)
+    assert out == "the " + completion[:cut] + "\n"  # ends just before the stop string, which is not printed
+    assert tinyllm(*base, "--seed", 5, "--no-cache").stdout == free  # the cache changes nothing
+
+    many = tinyllm(*base, "--seed", 1, "--num-samples", 3).stdout
+    samples = many.rstrip("\n").split("\n" + "-" * 40 + "\n")
+    assert len(samples) == 3 and all(s.startswith("the ") for s in samples)
+    assert len(set(samples)) == 3
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--temperature", "-1"), ("--top-p", "1.5"), ("--top-k", "0"), ("--min-p", "2"), ("--repetition-penalty", "0"), ("--max-new-tokens", "-5")]
+)
+def test_bad_sampling_options(tiny_run, flag, value):
+    proc = tinyllm("sample", tiny_run, "--prompt", "hi", flag, value, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -186,7 +186,9 @@ def test_sampled_frequencies_follow_the_distribution():
     freq = torch.bincount(draws, minlength=3).float() / 20000
     torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)
     # temperature 0.5 squares the odds: p ~ p^2
-    draws = sample_next(probs.log().expand(20000, -1), torch.zeros(20000, 1, dtype=torch.long), SamplingParams(temperature=0.5), gen)
+    draws = sample_next(
+        probs.log().expand(20000, -1), torch.zeros(20000, 1, dtype=torch.long), SamplingParams(temperature=0.5), gen
+    )
     freq = torch.bincount(draws, minlength=3).float() / 20000
     torch.testing.assert_close(freq, F.softmax(probs.log()[0] / 0.5, -1), atol=0.015, rtol=0)
 

@@ -34,7 +34,13 @@ def test_output_layer_is_tied_to_token_embedding():
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
     # counted once: embeddings + 2 blocks + final LayerNorm
     n_embd, V, T, L = 16, 11, 16, 2
-    block = 2 * 2 * n_embd + (n_embd * 3 * n_embd + 3 * n_embd) + (n_embd * n_embd + n_embd) + (n_embd * 4 * n_embd + 4 * n_embd) + (4 * n_embd * n_embd + n_embd)
+    block = (
+        2 * 2 * n_embd
+        + (n_embd * 3 * n_embd + 3 * n_embd)
+        + (n_embd * n_embd + n_embd)
+        + (n_embd * 4 * n_embd + 4 * n_embd)
+        + (4 * n_embd * n_embd + n_embd)
+    )
     assert model.num_params() == V * n_embd + T * n_embd + L * block + 2 * n_embd
     assert model.num_params(non_embedding=True) == model.num_params() - V * n_embd - T * n_embd
 

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from tinyllm.errors import ConfigError
 from tinyllm.runs import Interrupted, train
-from tinyllm.training import Trainer, TrainConfig, make_optimizer
+from tinyllm.training import TrainConfig, Trainer, make_optimizer
 
 from .conftest import TINY_MODEL, TINY_TRAIN
 
@@ -36,8 +36,11 @@ def regression_batches(split, generator):
 def test_trainer_is_generic_and_learns():
     records = []
     trainer = Trainer(
-        Regression(), regression_batches,
-        TrainConfig(lr=0.05, max_iters=300, warmup_iters=10, eval_interval=100, eval_iters=2, device="cpu", weight_decay=0.0),
+        Regression(),
+        regression_batches,
+        TrainConfig(
+            lr=0.05, max_iters=300, warmup_iters=10, eval_interval=100, eval_iters=2, device="cpu", weight_decay=0.0
+        ),
         on_step=records.append,
     )
     trainer.run(progress_bar=False)
@@ -56,7 +59,11 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
-    trainer = Trainer(Regression(), regression_batches, TrainConfig(lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=100, device="cpu"))
+    trainer = Trainer(
+        Regression(),
+        regression_batches,
+        TrainConfig(lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=100, device="cpu"),
+    )
     lrs = [trainer.lr_at(i, 0.0) for i in range(100)]
     assert lrs[0] < lrs[5] < lrs[9] <= 1e-3  # linear warm-up
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # then never rises
@@ -64,13 +71,25 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_time_budget_drives_the_schedule():
-    trainer = Trainer(Regression(), regression_batches, TrainConfig(lr=1e-3, min_lr=0.0, warmup_iters=0, max_iters=None, max_time=60, device="cpu"))
+    trainer = Trainer(
+        Regression(),
+        regression_batches,
+        TrainConfig(lr=1e-3, min_lr=0.0, warmup_iters=0, max_iters=None, max_time=60, device="cpu"),
+    )
     assert math.isclose(trainer.lr_at(5, 30.0), 0.5e-3)  # half the time: half way down the cosine
     assert math.isclose(trainer.lr_at(5, 60.0), 0.0, abs_tol=1e-12)
 
 
 @pytest.mark.parametrize(
-    "kw", [{"max_iters": None, "max_time": None}, {"lr": -1}, {"batch_size": 0}, {"min_lr": 1.0}, {"device": "tpu"}, {"max_time": 0}]
+    "kw",
+    [
+        {"max_iters": None, "max_time": None},
+        {"lr": -1},
+        {"batch_size": 0},
+        {"min_lr": 1.0},
+        {"device": "tpu"},
+        {"max_time": 0},
+    ],
 )
 def test_invalid_training_configs(kw):
     with pytest.raises(ConfigError):
@@ -78,7 +97,12 @@ def test_invalid_training_configs(kw):
 
 
 def test_resume_continues_iteration_count_and_learning_rate(tmp_path, monkeypatch):
-    settings = dict(model_overrides=TINY_MODEL, train_overrides={**TINY_TRAIN, "max_iters": 30}, progress_bar=False, log=lambda *a: None)
+    settings = dict(
+        model_overrides=TINY_MODEL,
+        train_overrides={**TINY_TRAIN, "max_iters": 30},
+        progress_bar=False,
+        log=lambda *a: None,
+    )
     train("shakespeare", out_dir=tmp_path / "full", **settings)
 
     # stop the second run after step 15, as Ctrl-C would: it checkpoints and raises Interrupted
@@ -110,7 +134,9 @@ def test_existing_run_is_not_overwritten(tiny_run):
     from tinyllm.errors import UsageError
 
     with pytest.raises(UsageError, match="--resume"):
-        train("shakespeare", out_dir=tiny_run, model_overrides=TINY_MODEL, train_overrides=TINY_TRAIN, progress_bar=False)
+        train(
+            "shakespeare", out_dir=tiny_run, model_overrides=TINY_MODEL, train_overrides=TINY_TRAIN, progress_bar=False
+        )
 
 
 def test_plots_are_valid_pngs(tiny_run):

@@ -40,7 +40,7 @@ from .model import GPT, GPTConfig
 from .plots import plot_run, read_metrics
 from .sampling import SamplingParams, generate, stream
 from .tasks import Task, get_task
-from .tokenizer import CharTokenizer
+from .tokenizer import tokenizer_from_dict
 from .training import TrainConfig, Trainer, resolve_device
 
 RUN_MARKERS = ("config.json", "model.safetensors", "resume.safetensors", "metrics.jsonl")
@@ -94,7 +94,7 @@ def train(
                 raise UsageError(f"cannot change {key} when resuming (the run has {saved['model'].get(key)})")
         model_config = GPTConfig.from_dict(saved["model"])
         train_config = TrainConfig.from_dict({**saved["train"], **train_overrides})
-        task.prepare(data_path, tokenizer=CharTokenizer.from_dict(read_json(out / "tokenizer.json")))
+        task.prepare(data_path, tokenizer=tokenizer_from_dict(read_json(out / "tokenizer.json")))
     else:
         task = get_task(task_name)(**(task_options or {}))
         if out.exists() and any((out / name).exists() for name in RUN_MARKERS) and not overwrite:
@@ -366,7 +366,7 @@ def load(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: str = 
         model_config = GPTConfig.from_dict(config["model"])
     except ConfigError as e:
         raise CheckpointError(f"{run_dir / 'config.json'}: {e}") from None
-    tokenizer = CharTokenizer.from_dict(read_json(run_dir / "tokenizer.json"))
+    tokenizer = tokenizer_from_dict(read_json(run_dir / "tokenizer.json"))
     if tokenizer.vocab_size != model_config.vocab_size:
         raise CheckpointError(
             f"{run_dir / 'tokenizer.json'} has {tokenizer.vocab_size} tokens but the model expects "
@@ -391,7 +391,7 @@ def evaluate(run: Run, data_path: str | None = None, batches: int = 100, seed: i
     """Test loss (and train loss) of a loaded run on `batches` fixed random batches, plus task metrics."""
     task = run.task
     task.prepare(data_path, tokenizer=run.tokenizer)
-    task_model = task.model_class(run.model).eval()
+    task_model = task.wrap(run.model).eval()
     block_size = run.model.config.block_size
     batch_size = run.config["train"].get("batch_size", 32)
     result: dict[str, Any] = {"task": task.name, "run": str(run.run_dir)}

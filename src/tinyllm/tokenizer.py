@@ -8,6 +8,7 @@ and the embedding table is small. Token ids follow the sorted order of the chara
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .errors import CheckpointError, UnknownCharacterError
@@ -69,3 +70,49 @@ class CharTokenizer:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
+
+
+class SymbolTokenizer:
+    """A fixed vocabulary of whole symbols: numbers are one token each ("96" is one token).
+
+    For tasks whose tokens are not characters, e.g. modular addition, where each of 0..96 is a
+    single symbol the model learns an embedding for.
+    """
+
+    def __init__(self, symbols: list[str]) -> None:
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("symbols must be distinct")
+        self.symbols = list(symbols)
+        self.stoi = {s: i for i, s in enumerate(self.symbols)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.symbols)
+
+    def encode(self, text: str) -> list[int]:
+        pieces = re.findall(r"\d+|\S", text)
+        unknown = sorted({p for p in pieces if p not in self.stoi})
+        if unknown:
+            raise UnknownCharacterError(
+                f"text contains symbols outside the vocabulary: {', '.join(map(repr, unknown[:10]))}"
+            )
+        return [self.stoi[p] for p in pieces]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.symbols[i] for i in ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "symbols", "symbols": self.symbols}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+def tokenizer_from_dict(data: Any) -> CharTokenizer | SymbolTokenizer:
+    """Rebuild a tokenizer from its tokenizer.json contents."""
+    if isinstance(data, dict) and data.get("type") == "symbols" and isinstance(data.get("symbols"), list):
+        try:
+            return SymbolTokenizer([str(s) for s in data["symbols"]])
+        except ValueError as e:
+            raise CheckpointError(f"invalid tokenizer: {e}") from None
+    return CharTokenizer.from_dict(data)

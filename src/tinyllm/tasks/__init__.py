@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from ..errors import UsageError
-from .base import Task, TaskModel, TaskOption
 from .addition import Addition
+from .base import Task, TaskModel, TaskOption
+from .modadd import ModularAddition
 from .shakespeare import Shakespeare
+from .sort import Sort
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (Shakespeare, Addition)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Shakespeare, Addition, Sort, ModularAddition)}
 
 
 def register(task: type[Task]) -> type[Task]:

@@ -68,13 +68,26 @@ class Addition(Task):
     description = "add two numbers of up to 10 digits (loss on the answer only; exact-match accuracy)"
     options = (
         TaskOption("--digits", "digits", "largest operand length (default 10)", type=int),
-        TaskOption("--loss", "loss", "answer (score the answer digits only) or full (every position)", type=str, choices=("answer", "full")),
+        TaskOption(
+            "--loss",
+            "loss",
+            "answer (score the answer digits only) or full (every position)",
+            type=str,
+            choices=("answer", "full"),
+        ),
     )
     continues_text = False
     test_size = 10_000
     train_defaults = dict(
-        batch_size=256, lr=3e-3, min_lr=1e-4, warmup_iters=50, max_time=180.0, max_iters=None,
-        eval_interval=100, eval_iters=4, weight_decay=0.1,
+        batch_size=256,
+        lr=3e-3,
+        min_lr=1e-4,
+        warmup_iters=50,
+        max_time=180.0,
+        max_iters=None,
+        eval_interval=100,
+        eval_iters=4,
+        weight_decay=0.1,
     )
 
     def __init__(self, digits: int = 10, loss: str = "answer") -> None:
@@ -164,8 +177,7 @@ class Addition(Task):
 
     # ---------------------------------------------------------------- model and metrics
 
-    def build_model(self, config: GPTConfig) -> TaskModel:
-        gpt = super().build_model(config).gpt
+    def wrap(self, gpt) -> TaskModel:
         return AnswerOnlyModel(gpt, self.answer_len) if self.loss_kind == "answer" else TaskModel(gpt)
 
     def check_config(self, config: GPTConfig) -> None:
@@ -176,7 +188,9 @@ class Addition(Task):
             raise ConfigError("the addition task needs its own 12-token vocabulary")
 
     @torch.no_grad()
-    def answers(self, model: TaskModel, a: torch.Tensor, b: torch.Tensor, device, batch_size: int = 2000) -> torch.Tensor:
+    def answers(
+        self, model: TaskModel, a: torch.Tensor, b: torch.Tensor, device, batch_size: int = 2000
+    ) -> torch.Tensor:
         """The model's greedy answers to a + b, as integers (-1 where it wrote a non-digit)."""
         gpt = model.gpt if isinstance(model, TaskModel) else model
         out = []

@@ -79,7 +79,11 @@ class Task:
 
     # -- model --
     def build_model(self, config: GPTConfig) -> TaskModel:
-        return self.model_class(GPT(config))
+        return self.wrap(GPT(config))
+
+    def wrap(self, gpt: GPT) -> TaskModel:
+        """The task's model around a GPT: this is where the task's loss comes in."""
+        return self.model_class(gpt)
 
     def check_config(self, config: GPTConfig) -> None:
         """Raise `ConfigError` if the model cannot do this task (e.g. a context too short)."""

@@ -107,7 +107,14 @@ def test_short_run_learns_one_digit_addition(tmp_path):
         out_dir=tmp_path / "add1",
         task_options={"digits": 1},
         model_overrides={"n_layer": 1, "n_head": 2, "n_embd": 32},
-        train_overrides={"max_iters": 400, "max_time": None, "batch_size": 64, "lr": 1e-2, "eval_interval": 100, "warmup_iters": 20},
+        train_overrides={
+            "max_iters": 400,
+            "max_time": None,
+            "batch_size": 64,
+            "lr": 1e-2,
+            "eval_interval": 100,
+            "warmup_iters": 20,
+        },
         progress_bar=False,
         log=lambda *a: None,
     )

@@ -120,31 +120,82 @@ def test_no_lowercase_keeps_capitals(tmp_path):
     assert "A" in vocab["chars"] and len(vocab["chars"]) == 65 and vocab["lowercase"] is False
 
 
+# (arguments, exit status, words the one-line message must contain). Placeholders in braces are
+# files made by the test: {empty} {binary} {short} {badkey} {badtoml} {file} {run} {out}
 BAD = [
     (["train", "nosuchtask"], 2, "invalid choice"),
-    (["train", "shakespeare", "--n-embd", "30", "--n-head", "4"], 2, "divisible"),
-    (["train", "shakespeare", "--lr", "-1"], 2, "--lr"),
-    (["train", "shakespeare", "--max-time", "soon"], 2, "duration"),
-    (["train", "shakespeare", "--batch-size", "many"], 2, "--batch-size"),
-    (["train", "shakespeare", "--data", "/nonexistent/file.txt"], 1, "not found"),
-    (["sample", "/nonexistent/run", "--prompt", "hi"], 1, "not found"),
-    (["eval", "/tmp"], 1, "not a tinyllm run"),
-    (["plot", "/nonexistent/run"], 1, "not found"),
     (["frobnicate"], 2, "invalid choice"),
+    (["train", "shakespeare", "--frobnicate"], 2, "unrecognized arguments"),
+    (["train", "shakespeare", "--n-embd", "30", "--n-head", "4"], 2, "divisible"),
+    (["train", "shakespeare", "--n-layer", "0"], 2, "--n-layer"),
+    (["train", "shakespeare", "--n-head", "-2"], 2, "--n-head"),
+    (["train", "shakespeare", "--dropout", "1.5"], 2, "--dropout"),
+    (["train", "shakespeare", "--block-size", "x"], 2, "--block-size"),
+    (["train", "shakespeare", "--lr", "-1"], 2, "--lr"),
+    (["train", "shakespeare", "--lr", "nan"], 2, "--lr"),
+    (["train", "shakespeare", "--batch-size", "many"], 2, "--batch-size"),
+    (["train", "shakespeare", "--max-iters", "0"], 2, "--max-iters"),
+    (["train", "shakespeare", "--max-time", "soon"], 2, "duration"),
+    (["train", "shakespeare", "--max-time", "-5m"], 2, "--max-time"),
+    (["train", "shakespeare", "--max-time", "0s"], 2, "duration"),
+    (["train", "shakespeare", "--checkpoint-interval", "often"], 2, "--checkpoint-interval"),
+    (["train", "shakespeare", "--device", "tpu"], 2, "device"),
+    (["train", "shakespeare", "--digits", "3"], 2, "addition"),
+    (["train", "addition", "--digits", "0"], 2, "--digits"),
+    (["train", "addition", "--loss", "half"], 2, "--loss"),
+    (["train", "shakespeare", "--config", "/nonexistent.toml"], 2, "not found"),
+    (["train", "shakespeare", "--config", "{badtoml}"], 2, "TOML"),
+    (["train", "shakespeare", "--config", "{badkey}"], 2, "unknown keys"),
+    (["train", "shakespeare", "--data", "/nonexistent/file.txt"], 1, "not found"),
+    (["train", "shakespeare", "--data", "{empty}"], 1, "empty"),
+    (["train", "shakespeare", "--data", "{binary}"], 1, "UTF-8"),
+    (["train", "shakespeare", "--data", "{short}"], 2, "too long for this data"),
+    (["train", "shakespeare", "--out", "{run}"], 2, "--overwrite"),
+    (["sample", "/nonexistent/run", "--prompt", "hi"], 1, "not found"),
+    (["sample", "{run}"], 2, "--prompt"),
+    (["sample", "{run}", "--prompt", ""], 2, "empty"),
+    (["sample", "{run}", "--prompt", "hi ¤"], 2, "'¤'"),
+    (["sample", "{run}", "--prompt", "hi", "--temperature", "-1"], 2, "temperature"),
+    (["sample", "{run}", "--prompt", "hi", "--top-p", "1.5"], 2, "top_p"),
+    (["sample", "{run}", "--prompt", "hi", "--top-k", "0"], 2, "--top-k"),
+    (["sample", "{run}", "--prompt", "hi", "--min-p", "2"], 2, "min_p"),
+    (["sample", "{run}", "--prompt", "hi", "--repetition-penalty", "0"], 2, "repetition_penalty"),
+    (["sample", "{run}", "--prompt", "hi", "--max-new-tokens", "-5"], 2, "--max-new-tokens"),
+    (["sample", "{file}", "--prompt", "hi"], 1, "not a run directory"),
+    (["eval", "/tmp"], 1, "not a tinyllm run"),
+    (["eval", "{run}", "--batches", "0"], 2, "--batches"),
+    (["plot", "/nonexistent/run"], 1, "not found"),
 ]
 
 
-@pytest.mark.parametrize("args, code, message", BAD)
-def test_bad_invocations_are_one_clear_line(args, code, message, tmp_path):
-    proc = (
-        tinyllm(*args, "--out", tmp_path / "o", check=False)
-        if args[0] == "train" and len(args) > 1 and args[1] == "shakespeare"
-        else tinyllm(*args, check=False)
-    )
+@pytest.fixture
+def bad_files(tmp_path, tiny_run):
+    files = {
+        "empty": b"",
+        "binary": b"\xff\xfe\x00\x01" * 10,
+        "short": b"just a few words\n",
+        "badtoml": b"n_layer = = 3",
+        "badkey": b"n_layers = 3",
+        "file": b"x",
+    }
+    paths = {}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        paths[name] = str(tmp_path / name)
+    return {**paths, "run": str(tiny_run), "out": str(tmp_path / "out")}
+
+
+@pytest.mark.parametrize("args, code, message", BAD, ids=[" ".join(a)[:60] for a, _, _ in BAD])
+def test_bad_invocations_are_one_clear_line(args, code, message, bad_files):
+    args = [a.format(**bad_files) for a in args]
+    if args[0] == "train" and "--out" not in args:
+        args += ["--out", bad_files["out"]]
+    proc = tinyllm(*args, check=False)
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert proc.stdout == ""  # nothing half-done on stdout
 
 
 def test_runtime_bad_inputs(tiny_run, tmp_path):
@@ -159,7 +210,24 @@ def test_runtime_bad_inputs(tiny_run, tmp_path):
 
 
 def test_sample_options_stop_and_num_samples(tiny_run):
-    base = ["sample", tiny_run, "--prompt", "the ", "--max-new-tokens", 60, "--temperature", 0.9, "--top-k", 10, "--top-p", 0.95, "--min-p", 0.01, "--repetition-penalty", 1.2]
+    base = [
+        "sample",
+        tiny_run,
+        "--prompt",
+        "the ",
+        "--max-new-tokens",
+        60,
+        "--temperature",
+        0.9,
+        "--top-k",
+        10,
+        "--top-p",
+        0.95,
+        "--min-p",
+        0.01,
+        "--repetition-penalty",
+        1.2,
+    ]
     free = tinyllm(*base, "--seed", 5).stdout
     completion = free[len("the ") : -1]
     stop = completion[10:12]  # two characters the model does produce
@@ -172,12 +240,3 @@ def test_sample_options_stop_and_num_samples(tiny_run):
     samples = many.rstrip("\n").split("\n" + "-" * 40 + "\n")
     assert len(samples) == 3 and all(s.startswith("the ") for s in samples)
     assert len(set(samples)) == 3
-
-
-@pytest.mark.parametrize(
-    "flag, value", [("--temperature", "-1"), ("--top-p", "1.5"), ("--top-k", "0"), ("--min-p", "2"), ("--repetition-penalty", "0"), ("--max-new-tokens", "-5")]
-)
-def test_bad_sampling_options(tiny_run, flag, value):
-    proc = tinyllm("sample", tiny_run, "--prompt", "hi", flag, value, check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1

@@ -92,6 +92,13 @@ def duration(text: str) -> float:
     return seconds
 
 
+def checkpoint_interval(text: str) -> tuple[str, float]:
+    """'200' -> every 200 steps; '90s', '5m' -> every so many seconds."""
+    if text.strip().isdigit():
+        return ("checkpoint_interval", positive_int(text))
+    return ("checkpoint_seconds", duration(text))
+
+
 # ---- the parser ----
 
 MODEL_FLAGS = {  # flag -> (GPTConfig field, parser, help)
@@ -113,6 +120,11 @@ TRAIN_FLAGS = {  # flag -> (TrainConfig field, parser, help)
     "--eval-iters": ("eval_iters", positive_int, "batches per split in each evaluation"),
     "--max-iters": ("max_iters", positive_int, "stop after N iterations"),
     "--max-time": ("max_time", duration, "stop after this long: 300, 90s, 5m, 1h"),
+    "--checkpoint-interval": (
+        "checkpoint_interval",
+        checkpoint_interval,
+        "checkpoint every N steps or every 90s/5m (default: at each evaluation)",
+    ),
     "--device": ("device", str, "auto (cuda, then mps, then cpu), cpu, cuda or mps"),
     "--seed": ("seed", non_negative_int, "random seed (a CPU run with the same seed repeats exactly)"),
 }
@@ -141,6 +153,13 @@ def build_parser() -> Parser:
     group = p.add_argument_group("training")
     for flag, (_, kind, help_text) in TRAIN_FLAGS.items():
         group.add_argument(flag, type=kind, help=help_text)
+    group.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), help="autocast precision (default float32)"
+    )
+    group.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: off)"
+    )
+    group.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's, one per core)")
     for task in TASKS.values():
         if task.options:
             group = p.add_argument_group(f"options of the {task.name} task")
@@ -221,6 +240,10 @@ def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
     from .runs import train
 
     given = vars(args)
+    if "threads" in given:
+        import torch
+
+        torch.set_num_threads(given["threads"])
     task_cls = TASKS[args.task]
     model_fields = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
     train_fields = {f.name for f in fields(TrainConfig)}
@@ -240,6 +263,9 @@ def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
                 raise UsageError(f"{given['config']}: max_time: {e}") from None
         settings.update(file_values)
     settings.update({k: v for k, v in given.items() if k in model_fields | train_fields | set(option_dests)})
+    if isinstance(settings.get("checkpoint_interval"), tuple):  # from the flag: steps or seconds
+        key, value = settings.pop("checkpoint_interval")
+        settings[key] = value
 
     task_options = {}
     for dest, (task_name, flag) in option_dests.items():
@@ -281,9 +307,9 @@ def cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
     )
     echo = run.task.continues_text
     if args.num_samples == 1:
+        pieces = run.stream(args.prompt, args.max_new_tokens, **options)  # validates first
         if echo:
             sys.stdout.write(args.prompt)
-        pieces = run.stream(args.prompt, args.max_new_tokens, **options)
         for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()

@@ -115,32 +115,41 @@ def train(
         task_metrics=lambda m: task.metrics(m, trainer.device),
     )
 
+    metrics_path = out / "metrics.jsonl"
+    main = trainer.dist.is_main  # in a torchrun job only rank 0 writes; every rank reads the checkpoint
+    metrics_file = None
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not os.access(out, os.W_OK):
-            raise PermissionError(13, "Permission denied")
-        metrics_path = out / "metrics.jsonl"
-        if resume:
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            if not os.access(out, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+            for leftover in out.glob(".*.tmp*"):  # half-written files of a run killed mid-write
+                leftover.unlink()
+        if resume and (out / "resume.safetensors").exists():
             tensors, meta = load_tensors(out / "resume.safetensors")
             load_model_tensors(model.gpt, tensors, out / "resume.safetensors")
             trainer.load_state_dict(tensors, meta)
-            _truncate_metrics(metrics_path, trainer.iter)
-        else:
+            if main:
+                _truncate_metrics(metrics_path, trainer.iter)
+        elif resume:  # stopped before its first checkpoint: nothing to lose, start again
+            log(f"{out} has no checkpoint yet: starting from iteration 0")
+            if main:
+                _truncate_metrics(metrics_path, 0)
+        elif main:
             metrics_path.unlink(missing_ok=True)
             for stale in ("model.safetensors", "best.safetensors", "resume.safetensors"):
                 (out / stale).unlink(missing_ok=True)
-        write_json(
-            out / "config.json",
-            {
+        if main:
+            run_config = {
                 "format_version": FORMAT_VERSION,
                 "task": task_name,
                 "task_options": task.task_options,
                 "model": model_config.to_dict(),
                 "train": train_config.to_dict(),
-            },
-        )
-        atomic_write(out / "tokenizer.json", task.tokenizer.to_json().encode())
-        metrics_file = open(metrics_path, "a", encoding="utf-8")
+            }
+            write_json(out / "config.json", run_config)
+            atomic_write(out / "tokenizer.json", task.tokenizer.to_json().encode())
+            metrics_file = open(metrics_path, "a", encoding="utf-8")
     except OSError as e:
         raise TinyLLMError(f"cannot write the run directory {out}: {e.strerror or e}") from None
 
@@ -159,26 +168,34 @@ def train(
         if is_best:
             save_tensors(out / "best.safetensors", weights, {"iter": trainer.iter, "test_loss": trainer.best_test_loss})
 
-    trainer.on_step, trainer.on_eval, trainer.on_checkpoint = on_step, on_eval, on_checkpoint
+    if trainer.dist.is_main:  # in a torchrun job, only rank 0 writes the run directory
+        trainer.on_step, trainer.on_eval, trainer.on_checkpoint = on_step, on_eval, on_checkpoint
 
     budget = []
     if train_config.max_iters:
         budget.append(f"{train_config.max_iters} iterations")
     if train_config.max_time:
         budget.append(f"{_format_seconds(train_config.max_time)}")
+    log = log if trainer.dist.is_main else (lambda *a, **k: None)
     log(
         f"training {task_name}: {model.gpt.num_params() / 1e6:.2f}M parameters, "
         f"{model_config.n_layer} layers x {model_config.n_embd} wide, context {model_config.block_size}, "
         f"vocab {model_config.vocab_size} | device {trainer.device}"
         + (f" ({torch.get_num_threads()} threads)" if trainer.device.type == "cpu" else "")
         + f" | {train_config.batch_size * train_config.grad_accum} x {model_config.block_size} tokens per step"
+        + (f" | {trainer.dist.world_size} processes (DDP)" if trainer.dist.enabled else "")
+        + (f" | {train_config.dtype}" if train_config.dtype != "float32" else "")
+        + (" | compiled" if train_config.compile else "")
         + f" | until {' or '.join(budget)}"
         + (f" | resuming at iteration {trainer.iter}" if resume else "")
     )
     try:
         trainer.run(progress_bar=progress_bar)
     finally:
-        metrics_file.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    if not main:
+        return TrainResult(out, trainer.iter, trainer.elapsed, None, None)
     plot_run(out, title=task_name)
 
     last = _last_eval(metrics_path)
@@ -292,9 +309,15 @@ class Run:
         Text that might be the start of a stop string is held back until it is clear that it is
         not, so a stop string is never shown.
         """
+        # validate everything now, before the first piece is asked for (a generator would wait)
         params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
         max_new_tokens = self.task.default_max_new_tokens if max_new_tokens is None else max_new_tokens
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise UsageError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop)
+        return self._stream(prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache)
+
+    def _stream(self, prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache) -> Iterator[str]:
         holdback = max((len(s) for s in stops), default=1) - 1
         text, shown = "", 0
         ids: list[int] = []

@@ -14,8 +14,11 @@ Nothing here is about GPT or Shakespeare (minGPT's lesson): the same loop trains
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -47,8 +50,12 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     eval_interval: int = 250
     eval_iters: int = 20  # batches per split in each evaluation
+    checkpoint_interval: int | None = None  # checkpoint every N steps (default: at each evaluation) ...
+    checkpoint_seconds: float | None = None  # ... and/or every this many seconds
     seed: int = 1337
     device: str = "auto"
+    dtype: str = "float32"  # float32, or bfloat16/float16 autocast (float16 with a gradient scaler)
+    compile: bool = False  # torch.compile the model (falls back to eager with a warning if it cannot)
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_none: bool = False) -> None:
@@ -61,11 +68,12 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters"):
             positive_int(name)
         positive_int("max_iters", allow_none=True)
+        positive_int("checkpoint_interval", allow_none=True)
         if isinstance(self.warmup_iters, bool) or not isinstance(self.warmup_iters, int) or self.warmup_iters < 0:
             raise ConfigError(f"warmup_iters must be an integer >= 0, got {self.warmup_iters!r}")
-        for name in ("lr", "min_lr", "max_time", "weight_decay", "grad_clip", "beta1", "beta2"):
+        for name in ("lr", "min_lr", "max_time", "checkpoint_seconds", "weight_decay", "grad_clip", "beta1", "beta2"):
             value = getattr(self, name)
-            if value is None and name in ("min_lr", "max_time"):
+            if value is None and name in ("min_lr", "max_time", "checkpoint_seconds"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
@@ -75,12 +83,18 @@ class TrainConfig:
             raise ConfigError(f"min_lr must be in [0, lr], got {self.min_lr}")
         if self.max_time is not None and self.max_time <= 0:
             raise ConfigError(f"max_time must be > 0 seconds, got {self.max_time}")
+        if self.checkpoint_seconds is not None and self.checkpoint_seconds <= 0:
+            raise ConfigError(f"checkpoint_seconds must be > 0, got {self.checkpoint_seconds}")
         if self.max_iters is None and self.max_time is None:
             raise ConfigError("set max_iters or max_time (or both): training needs an end")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ConfigError("weight_decay and grad_clip must be >= 0")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError("beta1 and beta2 must be in [0, 1)")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be true or false, got {self.compile!r}")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
 
@@ -109,6 +123,53 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise TinyLLMError("--device mps was asked for, but MPS is not available")
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands in a `torchrun` job (rank 0 of 1 when run on its own)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Distributed:
+    """Join the process group that `torchrun` describes in RANK/WORLD_SIZE/LOCAL_RANK, if any.
+
+    NCCL between GPUs, gloo between CPU processes. Without torchrun this does nothing.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Distributed(rank, world_size, local_rank)
+
+
+class LossOf(nn.Module):
+    """`forward(batch)` = `model.loss(batch)`: DistributedDataParallel and torch.compile wrap forward()."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.model.loss(batch)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -150,17 +211,42 @@ class Trainer:
         on_checkpoint: Callable[[Trainer, bool], None] | None = None,
     ) -> None:
         self.config = config
+        self.dist = init_distributed(config.device)
         self.device = resolve_device(config.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.model = model.to(self.device)
         self.get_batch = get_batch
         self.task_metrics = task_metrics
         self.on_step, self.on_eval, self.on_checkpoint = on_step, on_eval, on_checkpoint
         self.optimizer = make_optimizer(self.model, config, self.device)
-        self.batch_generator = torch.Generator().manual_seed(config.seed)
+        # each rank of a distributed run draws its own batches
+        self.batch_generator = torch.Generator().manual_seed(config.seed + self.dist.rank)
+
+        # mixed precision: matmuls in bfloat16/float16, weights and optimizer state stay float32
+        dtype = getattr(torch, config.dtype)
+        if dtype == torch.float16 and self.device.type == "cpu":
+            raise ConfigError("float16 training needs a GPU; on the CPU use --dtype bfloat16")
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
+
+        # what a training step calls: the task's loss, through DDP (gradient all-reduce) and compile
+        self.loss_module: nn.Module = LossOf(self.model)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)
+        self.eager_loss_module = self.loss_module
+        if config.compile:
+            self.loss_module = torch.compile(self.loss_module)
         self.iter = 0  # optimizer steps taken
         self.elapsed = 0.0  # seconds of training so far (survives a resume)
         self.best_test_loss = math.inf
         self.interrupted = False
+        self.last_checkpoint_time = 0.0  # elapsed seconds at the last checkpoint
 
     # ---- the learning-rate schedule ----
 
@@ -195,10 +281,10 @@ class Trainer:
         result = {}
         for split, key in (("train", "eval_train_loss"), ("test", "test_loss")):
             generator = torch.Generator().manual_seed(self.config.seed + 1)  # same batches every eval
-            losses = [
-                self.model.loss(self.to_device(self.get_batch(split, generator))).item()
-                for _ in range(self.config.eval_iters)
-            ]
+            losses = []
+            for _ in range(self.config.eval_iters):
+                with self.autocast:
+                    losses.append(self.model.loss(self.to_device(self.get_batch(split, generator))).item())
             result[key] = sum(losses) / len(losses)
         if self.task_metrics is not None:
             result.update(self.task_metrics(self.model))
@@ -215,6 +301,17 @@ class Trainer:
             or (cfg.max_time is not None and self.elapsed >= cfg.max_time)
         )
 
+    def agree_to_stop(self) -> bool:
+        """`done()`, agreed by every rank: clocks and Ctrl-C differ between processes, steps must not."""
+        stop = self.done()
+        if self.dist.enabled:
+            flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = flag.item() > 0
+            if stop and not self.done():
+                self.interrupted = True  # another rank stopped (time up or Ctrl-C): stop with it
+        return stop
+
     def step(self) -> dict[str, Any]:
         """One optimizer step (over `grad_accum` micro-batches); returns its metrics record."""
         cfg = self.config
@@ -224,12 +321,24 @@ class Trainer:
             group["lr"] = lr
         total_loss = 0.0
         tokens = 0
-        for _ in range(cfg.grad_accum):
+        for micro in range(cfg.grad_accum):
             batch = self.to_device(self.get_batch("train", self.batch_generator))
-            loss = self.model.loss(batch) / cfg.grad_accum
-            loss.backward()
+            # DDP all-reduces gradients on the last micro-batch only
+            last = micro == cfg.grad_accum - 1
+            sync = (
+                self.loss_module.no_sync()
+                if self.dist.enabled and not last and hasattr(self.loss_module, "no_sync")
+                else contextlib.nullcontext()
+            )
+            with sync, self.autocast:
+                loss = self.compute_loss(batch) / cfg.grad_accum
+            self.scaler.scale(loss).backward()
             total_loss += loss.item()
             tokens += batch[0].numel()
+        if self.dist.enabled:  # every rank must agree to stop if any loss is not finite
+            flag = torch.tensor([0.0 if math.isfinite(total_loss) else 1.0], device=self.device)
+            torch.distributed.all_reduce(flag)
+            total_loss = total_loss if flag.item() == 0 else math.nan
         if not math.isfinite(total_loss):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
@@ -237,12 +346,31 @@ class Trainer:
                 "(the last checkpoint is kept; try a lower --lr)"
             )
         if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)  # frees the gradients instead of zeroing them
         self.iter += 1
         dt = time.perf_counter() - t0
-        return {"iter": self.iter, "train_loss": total_loss, "lr": lr, "tokens_per_s": tokens / dt}
+        return {
+            "iter": self.iter,
+            "train_loss": total_loss,
+            "lr": lr,
+            "tokens_per_s": tokens * self.dist.world_size / dt,
+        }
+
+    def compute_loss(self, batch: Batch) -> torch.Tensor:
+        """The loss through the compiled module; if compiling fails, warn once and go on eagerly."""
+        if self.loss_module is self.eager_loss_module:
+            return self.loss_module(batch)
+        try:
+            return self.loss_module(batch)
+        except Exception as e:  # a missing C++ compiler, an unsupported op, ...
+            first_line = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            print(f"tinyllm: warning: torch.compile failed ({first_line}); training without it", file=sys.stderr)
+            self.loss_module = self.eager_loss_module
+            return self.loss_module(batch)
 
     def run(self, progress_bar: bool = True) -> None:
         """Train until max_iters, max_time or Ctrl-C; evaluate and checkpoint along the way."""
@@ -250,14 +378,21 @@ class Trainer:
 
         self.model.train()
         previous_handler = self._catch_ctrl_c()
-        bar = tqdm(total=100, disable=not progress_bar, bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
+        bar = tqdm(
+            total=100,
+            disable=not (progress_bar and self.dist.is_main),
+            bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
+        )
         start = time.perf_counter() - self.elapsed
+        self.last_checkpoint_time = self.elapsed
+        stop = self.agree_to_stop()
         try:
-            while not self.done():
+            while not stop:
                 record = self.step()
                 self.elapsed = time.perf_counter() - start
                 record["elapsed_s"] = round(self.elapsed, 3)
-                evaluating = self.iter % self.config.eval_interval == 0 or (self.done() and not self.interrupted)
+                stop = self.agree_to_stop()
+                evaluating = self.iter % self.config.eval_interval == 0 or (stop and not self.interrupted)
                 if evaluating:
                     record.update(self.evaluate())
                     self.elapsed = time.perf_counter() - start
@@ -270,19 +405,29 @@ class Trainer:
                     refresh=False,
                 )
                 bar.refresh()
+                is_best = False
                 if evaluating:
                     is_best = record["test_loss"] < self.best_test_loss
                     self.best_test_loss = min(self.best_test_loss, record["test_loss"])
                     if self.on_eval:
                         self.on_eval(record)
-                    if self.on_checkpoint:
-                        self.on_checkpoint(self, is_best)
-                elif self.interrupted and self.on_checkpoint:
-                    self.on_checkpoint(self, False)
+                if self.on_checkpoint and self.checkpoint_due(evaluating, start):
+                    self.on_checkpoint(self, is_best)
+                    self.last_checkpoint_time = time.perf_counter() - start
         finally:
             bar.close()
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
+
+    def checkpoint_due(self, evaluated: bool, start: float) -> bool:
+        """After each evaluation, every `checkpoint_interval` steps or `checkpoint_seconds`, at the end."""
+        cfg = self.config
+        if evaluated or self.done():
+            return True
+        if cfg.checkpoint_interval is not None and self.iter % cfg.checkpoint_interval == 0:
+            return True
+        since = time.perf_counter() - start - self.last_checkpoint_time
+        return cfg.checkpoint_seconds is not None and since >= cfg.checkpoint_seconds
 
     def _catch_ctrl_c(self):
         """First Ctrl-C: finish this step, checkpoint, stop. A second one interrupts at once."""

@@ -1,0 +1,240 @@
+"""Training speed: tinyllm against Hugging Face transformers, on the same model, batch and optimizer.
+
+    python benchmarks/train_speed.py                       # CPU: both configs + time-to-quality
+    python benchmarks/train_speed.py --device cuda --dtype bfloat16 --compile --configs gpt2-small
+
+Prints one JSON object. For each config: training tokens/s (forward + backward + AdamW step, after
+warm-up, median of several windows, tinyllm and Hugging Face windows alternated), the achieved
+FLOP/s as a fraction of this machine's own float32 (or bf16) matmul peak measured here, and peak
+memory. `GPT2LMHeadModel` gets the same weights (tinyllm.hf) and the same fused AdamW with the same
+parameter groups; both compute the same cross-entropy on the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from tinyllm import GPT, GPTConfig
+from tinyllm.training import TrainConfig, make_optimizer
+
+CONFIGS = {
+    # nanoGPT's well-known CPU config ("baby GPT")
+    "baby": dict(model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65), batch=12),
+    # tinyllm's Shakespeare default
+    "shakespeare": dict(model=dict(n_layer=3, n_head=4, n_embd=96, block_size=256, vocab_size=65), batch=8),
+    # for a GPU: GPT-2 small
+    "gpt2-small": dict(model=dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304), batch=16),
+}
+
+
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
+    """This machine's dense matmul throughput (FLOP/s): the ceiling for any model's training."""
+    if device.type == "cuda":
+        n = 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times[2:])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def flops_per_token(cfg: GPTConfig) -> float:
+    """6 x parameters (forward + backward) plus attention's T-dependent part (PaLM appendix B)."""
+    params = 12 * cfg.n_layer * cfg.n_embd**2 + cfg.vocab_size * cfg.n_embd  # blocks + (tied) output layer
+    return 6 * params + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def make_step(name: str, cfg: GPTConfig, device, dtype, compile_model: bool):
+    torch.manual_seed(0)
+    gpt = GPT(cfg).to(device)
+    if name == "hf":
+        from tinyllm.hf import to_hf_gpt2
+
+        model = to_hf_gpt2(gpt).to(device).train()
+        forward = lambda x: model(x).logits  # noqa: E731
+    else:
+        model = gpt.train()
+        forward = model
+    optimizer = make_optimizer(model, TrainConfig(), device)
+    if compile_model:
+        forward = torch.compile(forward)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def step(x, y):
+        with autocast:
+            logits = forward(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def measure(cfg_name: str, device, dtype, compile_model: bool, windows: int, steps: int) -> dict:
+    spec = CONFIGS[cfg_name]
+    cfg = GPTConfig(**spec["model"])
+    B, T = spec["batch"], cfg.block_size
+    x = torch.randint(cfg.vocab_size, (B, T), device=device)
+    y = torch.randint(cfg.vocab_size, (B, T), device=device)
+    steps_fn = {name: make_step(name, cfg, device, dtype, compile_model) for name in ("tinyllm", "hf")}
+    for fn in steps_fn.values():  # warm-up (and compilation)
+        for _ in range(3 if not compile_model else 5):
+            fn(x, y)
+    rates = {name: [] for name in steps_fn}
+    for _ in range(windows):
+        for name, fn in steps_fn.items():  # alternate, so noise hits both alike
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn(x, y)
+            sync(device)
+            rates[name].append(B * T * steps / (time.perf_counter() - t0))
+    return {name: statistics.median(r) for name, r in rates.items()}, flops_per_token(cfg)
+
+
+def peak_memory_mb(cfg_name: str, contender: str, args) -> float:
+    """Peak memory of a few training steps, in a fresh process so contenders don't mix."""
+    if args.device == "cuda":
+        return float("nan")  # measured in-process below
+    cmd = [
+        sys.executable,
+        __file__,
+        "--memory-probe",
+        cfg_name,
+        contender,
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def time_to_quality(target: float, max_time: float) -> dict:
+    """Baby config on cased tiny Shakespeare: wall time until the test loss reaches `target`."""
+    from tinyllm.tasks import get_task
+    from tinyllm.training import Trainer
+
+    task = get_task("shakespeare")(lowercase=False)
+    task.prepare()
+    cfg = GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=task.tokenizer.vocab_size)
+    train_cfg = TrainConfig(
+        batch_size=12,
+        lr=4e-3,
+        min_lr=4e-4,
+        warmup_iters=50,
+        max_iters=None,
+        max_time=max_time,
+        eval_interval=100,
+        eval_iters=50,
+        device="cpu",
+        seed=1337,
+    )
+    torch.manual_seed(train_cfg.seed)
+    model = task.build_model(cfg)
+    trainer = Trainer(model, lambda split, g: task.get_batch(split, 12, 64, g), train_cfg)
+    reached = {}
+
+    def check(record):
+        if record["test_loss"] <= target and not reached:
+            reached.update(
+                iter=record["iter"], elapsed_s=round(record["elapsed_s"], 1), test_loss=round(record["test_loss"], 4)
+            )
+            trainer.interrupted = True
+
+    trainer.on_eval = check
+    trainer.run(progress_bar=False)
+    return {
+        "target_test_loss": target,
+        "reached": bool(reached),
+        **reached,
+        "schedule": f"lr 4e-3 cosine over {max_time:.0f}s, batch 12",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="training tokens/s: tinyllm vs Hugging Face")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--configs", nargs="+", default=["baby", "shakespeare"], choices=list(CONFIGS))
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
+    parser.add_argument("--quality", type=float, default=1.90, help="time-to-quality target (0 to skip)")
+    parser.add_argument("--quality-max-time", type=float, default=90.0)
+    parser.add_argument("--memory-probe", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+
+    if args.memory_probe:
+        cfg_name, contender = args.memory_probe
+        spec = CONFIGS[cfg_name]
+        cfg = GPTConfig(**spec["model"])
+        step = make_step(contender, cfg, device, dtype, False)
+        x = torch.randint(cfg.vocab_size, (spec["batch"], cfg.block_size))
+        for _ in range(3):
+            step(x, x)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return
+
+    import transformers
+
+    peak = matmul_peak_flops(device, dtype if dtype != torch.float16 or device.type == "cuda" else torch.float32)
+    result = {
+        "benchmark": "train_speed",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+        + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": args.device,
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "configs": {},
+    }
+    for name in args.configs:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        tps, fpt = measure(name, device, dtype, args.compile, args.windows, args.steps)
+        entry = {
+            "tokens_per_s": {k: round(v) for k, v in tps.items()},
+            "speedup_vs_hf": round(tps["tinyllm"] / tps["hf"], 2),
+            "flops_per_token": round(fpt),
+            "mfu": {k: round(v * fpt / peak, 3) for k, v in tps.items()},
+        }
+        if device.type == "cuda":
+            entry["peak_memory_mb_both"] = round(torch.cuda.max_memory_allocated() / 2**20)
+        else:
+            entry["peak_rss_mb"] = {c: round(peak_memory_mb(name, c, args)) for c in ("tinyllm", "hf")}
+        result["configs"][name] = entry
+    if args.quality and device.type == "cpu":
+        result["time_to_quality"] = time_to_quality(args.quality, args.quality_max_time)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Run by test_distributed.py under torchrun: one DDP training step on a tiny GPT, then each rank
+saves its weights, so the test can check that ranks agree and match a single-process step."""
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tinyllm import GPT, GPTConfig
+from tinyllm.tasks import TaskModel
+from tinyllm.training import TrainConfig, Trainer
+
+CONFIG = GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16)
+TRAIN = TrainConfig(lr=1e-2, warmup_iters=0, max_iters=1, eval_interval=1, eval_iters=1, device="cpu", seed=5)
+
+
+def batches(split, generator):
+    x = torch.randint(13, (4, 8), generator=generator)
+    return x, (x + 1) % 13
+
+
+def make_model() -> TaskModel:
+    torch.manual_seed(0)
+    return TaskModel(GPT(CONFIG))
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    trainer = Trainer(make_model(), batches, TRAIN)
+    assert trainer.dist.enabled and trainer.dist.world_size == 2
+    trainer.run(progress_bar=False)
+    state = {k: v.contiguous() for k, v in trainer.model.gpt.state_dict().items() if k != "lm_head.weight"}
+    save_file(state, out / f"rank{trainer.dist.rank}.safetensors")
+    torch.distributed.destroy_process_group()

@@ -48,9 +48,7 @@ def time_hf(hf, batch, new_tokens):
             top_p=1.0,
             temperature=1.0,
             max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
             use_cache=True,
-            pad_token_id=0,
         )
     dt = time.perf_counter() - t0
     assert out.shape == (batch, 1 + new_tokens)
@@ -67,6 +65,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = GPT(CONFIG).eval()
     hf = to_hf_gpt2(model)
+    hf.generation_config.eos_token_id = None  # no end token: always exactly new_tokens, like ours
+    hf.generation_config.pad_token_id = 0
     x = torch.randint(CONFIG.vocab_size, (2, CONFIG.block_size))
     with torch.no_grad():
         max_diff = (model(x) - hf(x).logits).abs().max().item()

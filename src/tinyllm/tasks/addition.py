@@ -79,7 +79,7 @@ class Addition(Task):
     continues_text = False
     test_size = 10_000
     train_defaults = dict(
-        batch_size=256,
+        batch_size=128,
         lr=3e-3,
         min_lr=1e-4,
         warmup_iters=50,

@@ -7,7 +7,8 @@ simplest solution -- test accuracy suddenly climbs to 100%: the model has found 
 Nanda et al. (2023) showed what that algorithm is: the embeddings become sines and cosines of a
 few frequencies, and addition becomes rotation (cos(w(a+b)) from products of cos(wa), sin(wb)).
 
-Here: one transformer block, AdamW with weight decay 1.0, and half of all pairs for training.
+Here: one transformer block, AdamW with weight decay 1.0 at a constant learning rate, and 30% of
+all pairs for training.
 `accuracy.png` plots train and test accuracy over the steps, so the late jump is visible.
 
 Each number is one token (a `SymbolTokenizer` of "0".."96", "+", "="). The model reads
@@ -42,7 +43,7 @@ class ModularAddition(Task):
         TaskOption(
             "--train-fraction",
             "train_fraction",
-            "fraction of the 97 x 97 pairs used for training (default 0.5)",
+            "fraction of the 97 x 97 pairs used for training (default 0.3)",
             type=float,
         ),
     )
@@ -56,7 +57,7 @@ class ModularAddition(Task):
         lr=1e-3,
         min_lr=1e-3,
         warmup_iters=10,
-        max_iters=6000,
+        max_iters=3000,
         max_time=600.0,
         weight_decay=1.0,
         beta2=0.98,
@@ -64,7 +65,7 @@ class ModularAddition(Task):
         eval_iters=4,
     )
 
-    def __init__(self, train_fraction: float = 0.5) -> None:
+    def __init__(self, train_fraction: float = 0.3) -> None:
         if (
             isinstance(train_fraction, bool)
             or not isinstance(train_fraction, (int, float))

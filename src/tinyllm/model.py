@@ -108,7 +108,7 @@ class CausalSelfAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=T > 1,
         )
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -191,8 +191,8 @@ class GPT(nn.Module):
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        pos_emb = self.transformer.wpe.weight[start : start + T]  # positions start .. start+T-1
+        x = self.transformer.drop(self.transformer.wte(idx) + pos_emb)
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache.layers[i] if kv_cache is not None else None)
         x = self.transformer.ln_f(x)

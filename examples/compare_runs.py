@@ -1,6 +1,6 @@
 """Plot one metric of several runs on one figure, e.g. the addition model with both losses:
 
-    python examples/compare_runs.py accuracy runs/addition runs/addition-full --out docs/addition_accuracy.png
+python examples/compare_runs.py accuracy runs/addition runs/addition-full --out docs/addition_accuracy.png
 """
 
 import argparse

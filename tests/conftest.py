@@ -14,6 +14,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # Point the data lookup at the shared copy unless the caller already chose a folder.
 if "TINYLLM_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
     os.environ["TINYLLM_DATA_DIR"] = str(SHARED_DATA)
+# absolute, so that subprocesses started in other folders find it too
+os.environ["TINYLLM_DATA_DIR"] = str(Path(os.environ.get("TINYLLM_DATA_DIR", SHARED_DATA)).resolve())
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -301,7 +301,7 @@ def cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
         top_p=args.top_p,
         min_p=args.min_p,
         repetition_penalty=args.repetition_penalty,
-        stop=args.stop,
+        stop=[s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop or []],  # "\n" typed in a shell
         seed=args.seed,
         use_cache=not args.no_cache,
     )

@@ -25,11 +25,11 @@ from tinyllm.sampling import SamplingParams, generate
 CONFIG = GPTConfig(vocab_size=65, block_size=256, n_layer=3, n_head=4, n_embd=128)
 
 
-def time_tinyllm(model, batch, new_tokens, use_cache, compile=False):
+def time_tinyllm(model, batch, new_tokens, use_cache):
     idx = torch.zeros(batch, 1, dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
-    out = generate(model, idx, new_tokens, SamplingParams(), use_cache=use_cache, generator=gen, compile=compile)
+    out = generate(model, idx, new_tokens, SamplingParams(), use_cache=use_cache, generator=gen)
     dt = time.perf_counter() - t0
     assert out.shape == (batch, 1 + new_tokens)
     return batch * new_tokens / dt
@@ -79,10 +79,6 @@ def main() -> None:
         "hf_cache_b16_255": lambda: time_hf(hf, 16, 255),
         "tinyllm_cache_b1_500": lambda: time_tinyllm(model, 1, 500, True),
         "tinyllm_nocache_b1_500": lambda: time_tinyllm(model, 1, 500, False),
-        # the same decode loop through torch.compile (compiled once, in the warm-up)
-        "tinyllm_compiled_cache_b1_255": lambda: time_tinyllm(model, 1, 255, True, compile=True),
-        "tinyllm_compiled_cache_b16_255": lambda: time_tinyllm(model, 16, 255, True, compile=True),
-        "tinyllm_compiled_cache_b1_500": lambda: time_tinyllm(model, 1, 500, True, compile=True),
     }
     for run in contenders.values():  # warm-up
         run()
@@ -106,11 +102,6 @@ def main() -> None:
                     "cache_vs_hf_b1": round(tps["tinyllm_cache_b1_255"] / tps["hf_cache_b1_255"], 2),
                     "cache_vs_hf_b16": round(tps["tinyllm_cache_b16_255"] / tps["hf_cache_b16_255"], 2),
                     "cache_vs_nocache_500": round(tps["tinyllm_cache_b1_500"] / tps["tinyllm_nocache_b1_500"], 2),
-                    "compiled_vs_hf_b1": round(tps["tinyllm_compiled_cache_b1_255"] / tps["hf_cache_b1_255"], 2),
-                    "compiled_vs_hf_b16": round(tps["tinyllm_compiled_cache_b16_255"] / tps["hf_cache_b16_255"], 2),
-                    "compiled_vs_nocache_500": round(
-                        tps["tinyllm_compiled_cache_b1_500"] / tps["tinyllm_nocache_b1_500"], 2
-                    ),
                 },
             },
             indent=2,

@@ -303,7 +303,6 @@ class Run:
         stop: str | list[str] | None = None,
         seed: int | None = None,
         use_cache: bool = True,
-        compile: bool = False,
     ) -> Iterator[str]:
         """Yield the completion of `prompt` piece by piece, as it is generated.
 
@@ -316,23 +315,14 @@ class Run:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise UsageError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop)
-        return self._stream(prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache, compile)
+        return self._stream(prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache)
 
-    def _stream(
-        self, prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache, compile
-    ) -> Iterator[str]:
+    def _stream(self, prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache) -> Iterator[str]:
         holdback = max((len(s) for s in stops), default=1) - 1
         text, shown = "", 0
         ids: list[int] = []
         for token in stream(
-            self.model,
-            idx,
-            max_new_tokens,
-            params,
-            stop=stop_ids,
-            use_cache=use_cache,
-            generator=generator,
-            compile=compile,
+            self.model, idx, max_new_tokens, params, stop=stop_ids, use_cache=use_cache, generator=generator
         ):
             ids.append(int(token[0]))
             if not self.task.continues_text:
@@ -369,7 +359,6 @@ class Run:
         stop: str | list[str] | None = None,
         seed: int | None = None,
         use_cache: bool = True,
-        compile: bool = False,
     ) -> list[str]:
         """`num_samples` completions of one prompt, decoded as one batch (the prompt is prefilled once)."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -377,16 +366,7 @@ class Run:
         params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
         max_new_tokens = self.task.default_max_new_tokens if max_new_tokens is None else max_new_tokens
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop, num_samples)
-        out = generate(
-            self.model,
-            idx,
-            max_new_tokens,
-            params,
-            stop=stop_ids,
-            use_cache=use_cache,
-            generator=generator,
-            compile=compile,
-        )
+        out = generate(self.model, idx, max_new_tokens, params, stop=stop_ids, use_cache=use_cache, generator=generator)
         texts = []
         for row in out[:, idx.shape[1] :].tolist():
             text = self.task.decode_completion(prompt, row)

@@ -21,7 +21,6 @@ with a per-call `torch.Generator`, so a seed reproduces a sample without touchin
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -175,7 +174,6 @@ def stream(
     use_cache: bool = True,
     generator: torch.Generator | None = None,
     shift: int | None = None,
-    compile: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Yield each step's new tokens (B,) as they are sampled.
 
@@ -183,10 +181,6 @@ def stream(
     newest token. Without it, each step re-runs the model over the whole context window -- the
     reference the cache is tested against. Both follow the same window policy past block_size
     (`kv_cache.window_start`), so they produce the same tokens.
-
-    `compile=True` runs the model through `torch.compile` (shapes marked dynamic, so prefill and
-    every cache length share one compiled graph). A small model's decode step is mostly per-op
-    overhead, which compiling removes; it costs some 20-30 s of compilation on first use.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise UsageError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
@@ -209,9 +203,8 @@ def stream(
 
     was_training = model.training
     model.eval()
-    forward = compiled(model) if compile else model
     try:
-        logits = forward(seq[:, start:n], cache)[:, -1]  # prefill: the whole prompt in one pass
+        logits = model(seq[:, start:n], cache)[:, -1]  # prefill: the whole prompt in one pass
         for step in range(max_new_tokens):
             token = sample_next(logits, seq[:, :n], params, generator)
             seq[:, n] = token
@@ -221,33 +214,15 @@ def stream(
                 return
             new_start = window_start(n, start, block_size, shift)
             if cache is None:
-                logits = forward(seq[:, new_start:n])[:, -1]
+                logits = model(seq[:, new_start:n])[:, -1]
             elif new_start != start:  # the window jumped: re-prefill its tokens at positions 0..
                 cache.reset()
-                logits = forward(seq[:, new_start:n], cache)[:, -1]
+                logits = model(seq[:, new_start:n], cache)[:, -1]
             else:
-                logits = forward(seq[:, n - 1 : n], cache)[:, -1]
+                logits = model(seq[:, n - 1 : n], cache)[:, -1]
             start = new_start
     finally:
         model.train(was_training)
-
-
-def compiled(model: torch.nn.Module):
-    """`model` through torch.compile; if compiling fails (no C++ compiler, ...), warn once and run eagerly."""
-    compiled_model = torch.compile(model, dynamic=True)
-    state = {"forward": compiled_model}
-
-    def forward(*args):
-        if state["forward"] is compiled_model:
-            try:
-                return compiled_model(*args)
-            except Exception as e:
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                print(f"tinyllm: warning: torch.compile failed ({reason}); decoding without it", file=sys.stderr)
-                state["forward"] = model
-        return model(*args)
-
-    return forward
 
 
 def generate(

@@ -179,7 +179,8 @@ def train(
     log = log if trainer.dist.is_main else (lambda *a, **k: None)
     log(
         f"training {task_name}: {model.gpt.num_params() / 1e6:.2f}M parameters, "
-        f"{model_config.n_layer} layers x {model_config.n_embd} wide, context {model_config.block_size}, "
+        f"{model_config.n_layer} layer{'s' if model_config.n_layer != 1 else ''} x {model_config.n_embd} wide, "
+        f"context {model_config.block_size}, "
         f"vocab {model_config.vocab_size} | device {trainer.device}"
         + (f" ({torch.get_num_threads()} threads)" if trainer.device.type == "cpu" else "")
         + f" | {train_config.batch_size * train_config.grad_accum} x {model_config.block_size} tokens per step"

@@ -19,7 +19,7 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,6 @@ class TrainResult:
     elapsed_s: float
     test_loss: float | None
     best_test_loss: float | None
-
-
-def _split_known(values: dict[str, Any], cls) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in values.items() if k in names}
 
 
 def train(

@@ -386,6 +386,7 @@ class Trainer:
         start = time.perf_counter() - self.elapsed
         self.last_checkpoint_time = self.elapsed
         stop = self.agree_to_stop()
+        last_test = ""  # the latest test loss, shown in the progress bar
         try:
             while not stop:
                 record = self.step()
@@ -399,8 +400,10 @@ class Trainer:
                 if self.on_step:
                     self.on_step(record)
                 bar.n = round(100 * self.progress(), 1)
+                if evaluating:
+                    last_test = f" test {record['test_loss']:.3f}"
                 bar.set_postfix_str(
-                    f"iter {self.iter} loss {record['train_loss']:.3f} lr {record['lr']:.2e} "
+                    f"iter {self.iter} loss {record['train_loss']:.3f}{last_test} lr {record['lr']:.2e} "
                     f"{record['tokens_per_s']:,.0f} tok/s",
                     refresh=False,
                 )

@@ -20,6 +20,22 @@ os.environ["TINYLLM_DATA_DIR"] = str(Path(os.environ.get("TINYLLM_DATA_DIR", SHA
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
+# the same tiny shape for tests that drive the command line
+TINY_CLI_FLAGS = [
+    "--n-layer",
+    "1",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "16",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-iters",
+    "1",
+    "--no-progress",
+]
 TINY_TRAIN = {
     "batch_size": 8,
     "max_iters": 20,

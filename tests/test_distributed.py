@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from tinyllm.training import Trainer
 
+from .conftest import TINY_CLI_FLAGS
 from .ddp_worker import TRAIN, batches, make_model
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -46,33 +47,8 @@ def test_one_ddp_step_equals_one_step_on_the_union_of_the_batches(tmp_path):
 @pytest.mark.slow
 def test_torchrun_trains_the_cli_and_only_rank_0_writes(tmp_path):
     out = tmp_path / "run"
-    args = [
-        "-m",
-        "tinyllm",
-        "train",
-        "shakespeare",
-        "--out",
-        str(out),
-        "--n-layer",
-        "1",
-        "--n-head",
-        "2",
-        "--n-embd",
-        "16",
-        "--block-size",
-        "16",
-        "--batch-size",
-        "4",
-        "--max-iters",
-        "6",
-        "--eval-interval",
-        "3",
-        "--eval-iters",
-        "1",
-        "--device",
-        "cpu",
-        "--no-progress",
-    ]
+    args = ["-m", "tinyllm", "train", "shakespeare", "--out", str(out), *TINY_CLI_FLAGS]
+    args += ["--max-iters", "6", "--eval-interval", "3", "--device", "cpu"]
     proc = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("training shakespeare") == 1  # one log, from rank 0

@@ -23,23 +23,9 @@ from tinyllm.sampling import SamplingParams, generate
 from tinyllm.tasks import TaskModel
 from tinyllm.training import NonFiniteLossError
 
-from .conftest import TINY_MODEL, TINY_TRAIN
+from .conftest import TINY_CLI_FLAGS, TINY_MODEL, TINY_TRAIN
 
-TINY_FLAGS = [
-    "--n-layer",
-    "1",
-    "--n-head",
-    "2",
-    "--n-embd",
-    "16",
-    "--block-size",
-    "16",
-    "--batch-size",
-    "4",
-    "--eval-iters",
-    "1",
-    "--no-progress",
-]
+TINY_FLAGS = TINY_CLI_FLAGS
 
 
 def metrics(run: Path) -> list[dict]:

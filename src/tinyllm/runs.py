@@ -231,6 +231,11 @@ def _last_eval(path: Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- loading a run
 
 
+def _stop_index(text: str, stops: list[str]) -> int:
+    """Where the first stop string begins in `text`, or -1."""
+    return min((text.find(s) for s in stops if s in text), default=-1)
+
+
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -324,7 +329,7 @@ class Run:
             if not self.task.continues_text:
                 continue
             text = self.tokenizer.decode(ids)
-            cut = min((text.find(s) for s in stops if s in text), default=-1)
+            cut = _stop_index(text, stops)
             if cut >= 0:
                 yield text[shown:cut]
                 return
@@ -332,7 +337,7 @@ class Run:
                 yield text[shown : len(text) - holdback]
                 shown = len(text) - holdback
         final = self.task.decode_completion(prompt, ids)
-        cut = min((final.find(s) for s in stops if s in final), default=-1)
+        cut = _stop_index(final, stops)
         final = final if cut < 0 else final[:cut]
         if final[shown:]:
             yield final[shown:]
@@ -366,7 +371,7 @@ class Run:
         texts = []
         for row in out[:, idx.shape[1] :].tolist():
             text = self.task.decode_completion(prompt, row)
-            cut = min((text.find(s) for s in stops if s in text), default=-1)
+            cut = _stop_index(text, stops)
             texts.append(text if cut < 0 else text[:cut])
         return texts
 

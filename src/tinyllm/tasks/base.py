@@ -20,8 +20,7 @@ import torch.nn.functional as F
 
 from ..model import GPT, GPTConfig
 from ..tokenizer import CharTokenizer
-
-Batch = tuple[torch.Tensor, ...]
+from ..training import Batch
 
 
 class TaskModel(nn.Module):

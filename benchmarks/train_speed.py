@@ -38,6 +38,14 @@ CONFIGS = {
 }
 
 
+# Datasheet dense bf16/fp16 tensor-core peaks (no sparsity), for MFU the way papers report it
+DATASHEET_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "RTX 4090": 165e12}
+
+
+def datasheet_peak(device_name: str) -> float | None:
+    return next((v for k, v in DATASHEET_PEAK_FLOPS.items() if k in device_name), None)
+
+
 def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
     """This machine's dense matmul throughput (FLOP/s): the ceiling for any model's training."""
     if device.type == "cuda":
@@ -93,10 +101,10 @@ def make_step(name: str, cfg: GPTConfig, device, dtype, compile_model: bool):
     return step
 
 
-def measure(cfg_name: str, device, dtype, compile_model: bool, windows: int, steps: int) -> dict:
+def measure(cfg_name: str, batch: int, device, dtype, compile_model: bool, windows: int, steps: int) -> dict:
     spec = CONFIGS[cfg_name]
     cfg = GPTConfig(**spec["model"])
-    B, T = spec["batch"], cfg.block_size
+    B, T = batch, cfg.block_size
     x = torch.randint(cfg.vocab_size, (B, T), device=device)
     y = torch.randint(cfg.vocab_size, (B, T), device=device)
     steps_fn = {name: make_step(name, cfg, device, dtype, compile_model) for name in ("tinyllm", "hf")}
@@ -115,10 +123,29 @@ def measure(cfg_name: str, device, dtype, compile_model: bool, windows: int, ste
     return {name: statistics.median(r) for name, r in rates.items()}, flops_per_token(cfg)
 
 
+def resident_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory from /proc (Linux); ru_maxrss elsewhere.
+
+    (ru_maxrss is no good in a child process on Linux: it carries over the parent's peak.)
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field + ":"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * (1024 if sys.platform == "darwin" else 1))
+
+
+def peak_resident_mb() -> float:
+    return resident_mb("VmHWM")
+
+
 def peak_memory_mb(cfg_name: str, contender: str, args) -> float:
-    """Peak memory of a few training steps, in a fresh process so contenders don't mix."""
-    if args.device == "cuda":
-        return float("nan")  # measured in-process below
+    """Peak memory of a few training steps, in a fresh process so contenders don't mix.
+
+    On CUDA: the allocator's peak (weights, gradients, optimizer state, activations). On the CPU:
+    the peak resident memory of the process minus what it held before building the model (the
+    Python/PyTorch runtime), i.e. what the model, its optimizer and its activations took.
+    """
     cmd = [
         sys.executable,
         __file__,
@@ -129,9 +156,15 @@ def peak_memory_mb(cfg_name: str, contender: str, args) -> float:
         args.device,
         "--dtype",
         args.dtype,
-    ]
+        "--batch",
+        str(batch_size(cfg_name, args)),
+    ] + (["--compile"] if args.compile else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
+
+
+def batch_size(cfg_name: str, args) -> int:
+    return args.batch or CONFIGS[cfg_name]["batch"]
 
 
 def time_to_quality(target: float, max_time: float) -> dict:
@@ -182,6 +215,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--configs", nargs="+", default=["baby", "shakespeare"], choices=list(CONFIGS))
+    parser.add_argument("--batch", type=int, help="override the config's batch size")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
     parser.add_argument("--quality", type=float, default=1.90, help="time-to-quality target (0 to skip)")
@@ -194,11 +228,17 @@ def main() -> None:
         cfg_name, contender = args.memory_probe
         spec = CONFIGS[cfg_name]
         cfg = GPTConfig(**spec["model"])
-        step = make_step(contender, cfg, device, dtype, False)
-        x = torch.randint(cfg.vocab_size, (spec["batch"], cfg.block_size))
+        import transformers  # noqa: F401  (loaded before the baseline: its import is not the model's memory)
+
+        runtime_mb = resident_mb()
+        step = make_step(contender, cfg, device, dtype, args.compile)
+        x = torch.randint(cfg.vocab_size, (batch_size(cfg_name, args), cfg.block_size), device=device)
         for _ in range(3):
             step(x, x)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        if device.type == "cuda":
+            print(torch.cuda.max_memory_allocated() / 2**20)
+        else:
+            print(peak_resident_mb() - runtime_mb)
         return
 
     import transformers
@@ -216,20 +256,23 @@ def main() -> None:
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "configs": {},
     }
+    sheet = datasheet_peak(torch.cuda.get_device_name()) if device.type == "cuda" else None
+    if sheet:
+        result["datasheet_peak_gflops"] = round(sheet / 1e9)
     for name in args.configs:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        tps, fpt = measure(name, device, dtype, args.compile, args.windows, args.steps)
+        B = batch_size(name, args)
+        tps, fpt = measure(name, B, device, dtype, args.compile, args.windows, args.steps)
         entry = {
+            "batch": B,
             "tokens_per_s": {k: round(v) for k, v in tps.items()},
             "speedup_vs_hf": round(tps["tinyllm"] / tps["hf"], 2),
             "flops_per_token": round(fpt),
-            "mfu": {k: round(v * fpt / peak, 3) for k, v in tps.items()},
+            "mfu": {k: round(v * fpt / peak, 3) for k, v in tps.items()},  # vs the matmul measured here
         }
-        if device.type == "cuda":
-            entry["peak_memory_mb_both"] = round(torch.cuda.max_memory_allocated() / 2**20)
-        else:
-            entry["peak_rss_mb"] = {c: round(peak_memory_mb(name, c, args)) for c in ("tinyllm", "hf")}
+        if sheet:
+            entry["mfu_vs_datasheet"] = {k: round(v * fpt / sheet, 3) for k, v in tps.items()}
+        key = "peak_cuda_memory_mb" if device.type == "cuda" else "peak_rss_over_runtime_mb"
+        entry[key] = {c: round(peak_memory_mb(name, c, args)) for c in ("tinyllm", "hf")}
         result["configs"][name] = entry
     if args.quality and device.type == "cpu":
         result["time_to_quality"] = time_to_quality(args.quality, args.quality_max_time)

@@ -140,6 +140,8 @@ BAD = [
     (["train", "shakespeare", "--max-time", "0s"], 2, "duration"),
     (["train", "shakespeare", "--checkpoint-interval", "often"], 2, "--checkpoint-interval"),
     (["train", "shakespeare", "--device", "tpu"], 2, "device"),
+    (["train", "shakespeare", "--cpu-matmul", "fast"], 2, "--cpu-matmul"),
+    (["train", "shakespeare", "--cpu-matmul", "onednn", "--dtype", "bfloat16"], 2, "cpu_matmul"),
     (["train", "shakespeare", "--digits", "3"], 2, "addition"),
     (["train", "addition", "--digits", "0"], 2, "--digits"),
     (["train", "addition", "--loss", "half"], 2, "--loss"),

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tinyllm.cpu_matmul import onednn_available
 from tinyllm.errors import ConfigError
 from tinyllm.runs import Interrupted, train
 from tinyllm.training import TrainConfig, Trainer, make_optimizer
@@ -96,10 +97,14 @@ def test_invalid_training_configs(kw):
         TrainConfig(**kw)
 
 
-def test_resume_continues_iteration_count_and_learning_rate(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "cpu_matmul",
+    ["default", pytest.param("onednn", marks=pytest.mark.skipif(not onednn_available(), reason="no oneDNN"))],
+)
+def test_resume_continues_iteration_count_and_learning_rate(tmp_path, monkeypatch, cpu_matmul):
     settings = dict(
         model_overrides=TINY_MODEL,
-        train_overrides={**TINY_TRAIN, "max_iters": 30},
+        train_overrides={**TINY_TRAIN, "max_iters": 30, "cpu_matmul": cpu_matmul},
         progress_bar=False,
         log=lambda *a: None,
     )

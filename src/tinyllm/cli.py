@@ -160,6 +160,11 @@ def build_parser() -> Parser:
         "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: off)"
     )
     group.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's, one per core)")
+    group.add_argument(
+        "--cpu-matmul",
+        choices=("auto", "onednn", "default"),
+        help="who computes float32 products on the CPU: oneDNN where it is faster here (auto), always, or never",
+    )
     for task in TASKS.values():
         if task.options:
             group = p.add_argument_group(f"options of the {task.name} task")

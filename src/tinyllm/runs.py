@@ -178,6 +178,7 @@ def train(
         f"context {model_config.block_size}, "
         f"vocab {model_config.vocab_size} | device {trainer.device}"
         + (f" ({torch.get_num_threads()} threads)" if trainer.device.type == "cpu" else "")
+        + (" | float32 products by oneDNN" if trainer.matmul == "onednn" else "")
         + f" | {train_config.batch_size * train_config.grad_accum} x {model_config.block_size} tokens per step"
         + (f" | {trainer.dist.world_size} processes (DDP)" if trainer.dist.enabled else "")
         + (f" | {train_config.dtype}" if train_config.dtype != "float32" else "")

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .cpu_matmul import onednn_available, use_onednn_linear, use_onednn_where_it_pays
 from .errors import ConfigError, TinyLLMError
 
 Batch = tuple[torch.Tensor, ...]
@@ -56,6 +57,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "float32"  # float32, or bfloat16/float16 autocast (float16 with a gradient scaler)
     compile: bool = False  # torch.compile the model (falls back to eager with a warning if it cannot)
+    cpu_matmul: str = "auto"  # float32 CPU products: "auto" (oneDNN where it pays), "onednn" or "default"
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_none: bool = False) -> None:
@@ -95,6 +97,10 @@ class TrainConfig:
             raise ConfigError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true or false, got {self.compile!r}")
+        if self.cpu_matmul not in ("auto", "onednn", "default"):
+            raise ConfigError(f"cpu_matmul must be auto, onednn or default, got {self.cpu_matmul!r}")
+        if self.cpu_matmul == "onednn" and (self.compile or self.dtype != "float32"):
+            raise ConfigError("cpu_matmul onednn is for eager float32 training (not with compile or autocast)")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
 
@@ -222,6 +228,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.model = model.to(self.device)
         self.get_batch = get_batch
+        self.matmul = self._choose_cpu_matmul(config, get_batch)
         self.task_metrics = task_metrics
         self.on_step, self.on_eval, self.on_checkpoint = on_step, on_eval, on_checkpoint
         self.optimizer = make_optimizer(self.model, config, self.device)
@@ -252,6 +259,21 @@ class Trainer:
         self.best_test_loss = math.inf
         self.interrupted = False
         self.last_checkpoint_time = 0.0  # elapsed seconds at the last checkpoint
+
+    def _choose_cpu_matmul(self, config: TrainConfig, get_batch) -> str:
+        """Route float32 CPU products through oneDNN where that is faster (see cpu_matmul.py)."""
+        if self.device.type != "cpu" or config.dtype != "float32" or config.compile:
+            return "default"
+        if config.cpu_matmul == "onednn":
+            if not onednn_available():
+                raise ConfigError("cpu_matmul onednn: this PyTorch build has no oneDNN")
+            use_onednn_linear(self.model)
+            return "onednn"
+        if config.cpu_matmul == "auto":
+            rows = get_batch("train", torch.Generator().manual_seed(0))[0].numel()  # tokens per micro-batch
+            if use_onednn_where_it_pays(self.model, rows):
+                return "onednn"
+        return "default"
 
     # ---- the learning-rate schedule ----
 

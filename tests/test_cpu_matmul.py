@@ -1,0 +1,104 @@
+"""oneDNN products for CPU training: the same maths as nn.Linear, chosen by a fixed rule."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tinyllm import GPT, GPTConfig
+from tinyllm.cpu_matmul import OneDNNLinear, onednn_available, onednn_pays, use_onednn_linear
+from tinyllm.errors import ConfigError
+from tinyllm.training import TrainConfig, Trainer
+
+pytestmark = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN")
+
+
+@pytest.mark.parametrize("in_features,out_features", [(16, 48), (48, 16), (24, 24)])  # both dW branches
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(37,), (3, 11)])  # 2-D and 3-D inputs
+def test_onednn_linear_matches_nn_linear(in_features, out_features, bias, shape):
+    torch.manual_seed(0)
+    plain = nn.Linear(in_features, out_features, bias=bias)
+    fast = nn.Linear(in_features, out_features, bias=bias)
+    fast.load_state_dict(plain.state_dict())
+    assert use_onednn_linear(fast) == 1 and isinstance(fast, OneDNNLinear)
+    x = torch.randn(*shape, in_features)
+    x_plain, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad_out = torch.randn(*shape, out_features)
+    y_plain, y_fast = plain(x_plain), fast(x_fast)
+    torch.testing.assert_close(y_fast, y_plain, rtol=1e-5, atol=1e-5)
+    y_plain.backward(grad_out)
+    y_fast.backward(grad_out)
+    torch.testing.assert_close(x_fast.grad, x_plain.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-5, atol=1e-5)
+    assert fast.weight.grad.shape == fast.weight.shape and fast.weight.grad.is_contiguous()
+    if bias:
+        torch.testing.assert_close(fast.bias.grad, plain.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_other_dtypes_take_the_usual_path():
+    layer = nn.Linear(8, 4)
+    use_onednn_linear(layer)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    torch.testing.assert_close(layer.double()(x), F.linear(x, layer.weight, layer.bias))
+
+
+def test_gpt_with_onednn_keeps_its_parameters_and_gradients():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=29, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    plain, fast = GPT(cfg), GPT(cfg)
+    fast.load_state_dict(plain.state_dict())
+    assert use_onednn_linear(fast) == 2 * 4 + 1  # 4 per block and the output layer
+    assert fast.lm_head.weight is fast.transformer.wte.weight  # weight tying survives
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    idx = torch.randint(29, (4, 16))
+    for model in (plain, fast):
+        F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_choice_is_a_fixed_rule_of_the_shape():
+    assert not onednn_pays(256, 32, 128)  # small products: oneDNN's fixed cost per call would lose
+    big = onednn_pays(2048, 96, 384)
+    assert all(onednn_pays(2048, 96, 384) == big for _ in range(5))  # measured once per process
+
+
+def regression_model():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 1)
+
+        def loss(self, batch):
+            x, y = batch
+            return ((self.linear(x) - y) ** 2).mean()
+
+    return Model()
+
+
+def batches(split, generator):
+    x = torch.randn(8, 4, generator=generator)
+    return x, x.sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize(
+    "cpu_matmul,expected",
+    [("onednn", "onednn"), ("default", "default"), ("auto", "default")],  # tiny: default
+)
+def test_trainer_applies_the_choice(cpu_matmul, expected):
+    model = regression_model()
+    trainer = Trainer(model, batches, TrainConfig(max_iters=3, device="cpu", cpu_matmul=cpu_matmul))
+    assert trainer.matmul == expected
+    assert isinstance(model.linear, OneDNNLinear) == (expected == "onednn")
+    trainer.run(progress_bar=False)
+    assert trainer.iter == 3
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(cpu_matmul="fast"), dict(cpu_matmul="onednn", compile=True), dict(cpu_matmul="onednn", dtype="bfloat16")],
+)
+def test_bad_cpu_matmul_settings(kw):
+    with pytest.raises(ConfigError, match="cpu_matmul"):
+        TrainConfig(**kw)

@@ -180,13 +180,13 @@ def batch_size(cfg_name: str, args) -> int:
     return args.batch or CONFIGS[cfg_name]["batch"]
 
 
-def time_to_quality(target: float, max_time: float) -> dict:
+def time_to_quality(target: float, max_time: float, data: str | None = None) -> dict:
     """Baby config on cased tiny Shakespeare: wall time until the test loss reaches `target`."""
     from tinyllm.tasks import get_task
     from tinyllm.training import Trainer
 
     task = get_task("shakespeare")(lowercase=False)
-    task.prepare()
+    task.prepare(data)  # a local copy, else TINYLLM_DATA_DIR or the download cache
     cfg = GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=task.tokenizer.vocab_size)
     train_cfg = TrainConfig(
         batch_size=12,
@@ -233,6 +233,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
     parser.add_argument("--quality", type=float, default=1.90, help="time-to-quality target (0 to skip)")
     parser.add_argument("--quality-max-time", type=float, default=90.0)
+    parser.add_argument("--data", help="tiny Shakespeare input.txt for the time-to-quality run (no download)")
     parser.add_argument("--memory-probe", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -288,7 +289,7 @@ def main() -> None:
         entry[key] = {c: round(peak_memory_mb(name, c, args)) for c in ("tinyllm", "hf")}
         result["configs"][name] = entry
     if args.quality and device.type == "cpu":
-        result["time_to_quality"] = time_to_quality(args.quality, args.quality_max_time)
+        result["time_to_quality"] = time_to_quality(args.quality, args.quality_max_time, args.data)
     print(json.dumps(result, indent=2))
 
 

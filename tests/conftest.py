@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -36,6 +37,25 @@ TINY_CLI_FLAGS = [
     "1",
     "--no-progress",
 ]
+
+
+class Regression(nn.Module):
+    """Not a GPT: the trainer only needs `.loss(batch)`."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+
+    def loss(self, batch):
+        x, y = batch
+        return ((self.linear(x) - y) ** 2).mean()
+
+
+def regression_batches(split, generator):
+    x = torch.randn(32, 4, generator=generator)
+    return x, x @ torch.tensor([[1.0], [-2.0], [3.0], [0.5]]) + 0.25
+
+
 TINY_TRAIN = {
     "batch_size": 8,
     "max_iters": 20,

@@ -10,6 +10,8 @@ from tinyllm.cpu_matmul import OneDNNLinear, onednn_available, onednn_pays, use_
 from tinyllm.errors import ConfigError
 from tinyllm.training import TrainConfig, Trainer
 
+from .conftest import Regression, regression_batches
+
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN")
 
 
@@ -64,31 +66,13 @@ def test_the_choice_is_a_fixed_rule_of_the_shape():
     assert all(onednn_pays(2048, 96, 384) == big for _ in range(5))  # measured once per process
 
 
-def regression_model():
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = nn.Linear(4, 1)
-
-        def loss(self, batch):
-            x, y = batch
-            return ((self.linear(x) - y) ** 2).mean()
-
-    return Model()
-
-
-def batches(split, generator):
-    x = torch.randn(8, 4, generator=generator)
-    return x, x.sum(1, keepdim=True)
-
-
 @pytest.mark.parametrize(
     "cpu_matmul,expected",
     [("onednn", "onednn"), ("default", "default"), ("auto", "default")],  # tiny: default
 )
 def test_trainer_applies_the_choice(cpu_matmul, expected):
-    model = regression_model()
-    trainer = Trainer(model, batches, TrainConfig(max_iters=3, device="cpu", cpu_matmul=cpu_matmul))
+    model = Regression()
+    trainer = Trainer(model, regression_batches, TrainConfig(max_iters=3, device="cpu", cpu_matmul=cpu_matmul))
     assert trainer.matmul == expected
     assert isinstance(model.linear, OneDNNLinear) == (expected == "onednn")
     trainer.run(progress_bar=False)

@@ -10,28 +10,11 @@ from tinyllm.errors import ConfigError
 from tinyllm.runs import Interrupted, train
 from tinyllm.training import TrainConfig, Trainer, make_optimizer
 
-from .conftest import TINY_MODEL, TINY_TRAIN
+from .conftest import TINY_MODEL, TINY_TRAIN, Regression, regression_batches
 
 
 def read(path):
     return [json.loads(line) for line in open(path)]
-
-
-class Regression(nn.Module):
-    """Not a GPT: the trainer only needs `.loss(batch)`."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(4, 1)
-
-    def loss(self, batch):
-        x, y = batch
-        return ((self.linear(x) - y) ** 2).mean()
-
-
-def regression_batches(split, generator):
-    x = torch.randn(32, 4, generator=generator)
-    return x, x @ torch.tensor([[1.0], [-2.0], [3.0], [0.5]]) + 0.25
 
 
 def test_trainer_is_generic_and_learns():

@@ -228,7 +228,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.model = model.to(self.device)
         self.get_batch = get_batch
-        self.matmul = self._choose_cpu_matmul(config, get_batch)
+        self.matmul = self._choose_cpu_matmul()
         self.task_metrics = task_metrics
         self.on_step, self.on_eval, self.on_checkpoint = on_step, on_eval, on_checkpoint
         self.optimizer = make_optimizer(self.model, config, self.device)
@@ -260,8 +260,9 @@ class Trainer:
         self.interrupted = False
         self.last_checkpoint_time = 0.0  # elapsed seconds at the last checkpoint
 
-    def _choose_cpu_matmul(self, config: TrainConfig, get_batch) -> str:
+    def _choose_cpu_matmul(self) -> str:
         """Route float32 CPU products through oneDNN where that is faster (see cpu_matmul.py)."""
+        config = self.config
         if self.device.type != "cpu" or config.dtype != "float32" or config.compile:
             return "default"
         if config.cpu_matmul == "onednn":
@@ -270,7 +271,7 @@ class Trainer:
             use_onednn_linear(self.model)
             return "onednn"
         if config.cpu_matmul == "auto":
-            rows = get_batch("train", torch.Generator().manual_seed(0))[0].numel()  # tokens per micro-batch
+            rows = self.get_batch("train", torch.Generator().manual_seed(0))[0].numel()  # tokens per micro-batch
             if use_onednn_where_it_pays(self.model, rows):
                 return "onednn"
         return "default"

@@ -203,6 +203,11 @@ def build_parser() -> Parser:
     p.add_argument(
         "--no-cache", action="store_true", help="recompute the whole context each step (slow; for comparison)"
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the decode step: faster per token, but compiling takes seconds (long outputs only)",
+    )
     p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="which weights to load")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
 
@@ -309,6 +314,7 @@ def cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
         stop=[s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop or []],  # "\n" typed in a shell
         seed=args.seed,
         use_cache=not args.no_cache,
+        compile=args.compile,
     )
     echo = run.task.continues_text
     if args.num_samples == 1:

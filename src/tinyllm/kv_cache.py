@@ -19,9 +19,13 @@ class LayerKVCache:
     """Keys and values of one attention layer, filled left to right."""
 
     def __init__(self, batch_size: int, n_head: int, block_size: int, head_dim: int, *, dtype, device) -> None:
-        shape = (batch_size, n_head, block_size, head_dim)
+        # One spare position, never filled: the view of the filled part is then never the whole
+        # buffer, so its memory layout is the same at every length (torch.compile would otherwise
+        # compile a second decode step for the last position).
+        shape = (batch_size, n_head, block_size + 1, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.block_size = block_size
         self.length = 0
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,8 +36,8 @@ class LayerKVCache:
             # never does this (it prefills an empty cache, then adds one token at a time)
             raise ValueError("a non-empty KV cache takes one token at a time")
         end = self.length + T
-        if end > self.k.shape[2]:
-            raise ValueError(f"KV cache is full ({self.k.shape[2]} positions)")
+        if end > self.block_size:
+            raise ValueError(f"KV cache is full ({self.block_size} positions)")
         self.k[:, :, self.length : end] = k
         self.v[:, :, self.length : end] = v
         self.length = end

@@ -214,17 +214,21 @@ class GPT(nn.Module):
         stop: Sequence[Sequence[int]] | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """Continue `idx` (B, T) by up to `max_new_tokens` sampled tokens; returns (B, T + new).
 
         `temperature=0` is greedy decoding. `stop` is a list of token-id sequences: generation ends
         once every row has produced one of them. See `tinyllm.sampling` for the order in which the
-        options apply.
+        options apply. `compile=True` runs each cached one-token step through `torch.compile`: the
+        same tokens, faster once compiled (the first call spends seconds compiling).
         """
         from .sampling import SamplingParams, generate
 
         params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
-        return generate(self, idx, max_new_tokens, params, stop=stop, use_cache=use_cache, generator=generator)
+        return generate(
+            self, idx, max_new_tokens, params, stop=stop, use_cache=use_cache, generator=generator, compile=compile
+        )
 
     @torch.no_grad()
     def stream(self, idx: torch.Tensor, max_new_tokens: int, **options: Any) -> Iterator[torch.Tensor]:

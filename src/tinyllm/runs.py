@@ -305,6 +305,7 @@ class Run:
         stop: str | list[str] | None = None,
         seed: int | None = None,
         use_cache: bool = True,
+        compile: bool = False,
     ) -> Iterator[str]:
         """Yield the completion of `prompt` piece by piece, as it is generated.
 
@@ -317,14 +318,25 @@ class Run:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise UsageError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop)
-        return self._stream(prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache)
+        if compile and not use_cache:  # checked here too, so the error comes before the first piece
+            raise UsageError("compile speeds up the cached decode step: it cannot be combined with use_cache=False")
+        return self._stream(prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache, compile)
 
-    def _stream(self, prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache) -> Iterator[str]:
+    def _stream(
+        self, prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache, compile
+    ) -> Iterator[str]:
         holdback = max((len(s) for s in stops), default=1) - 1
         text, shown = "", 0
         ids: list[int] = []
         for token in stream(
-            self.model, idx, max_new_tokens, params, stop=stop_ids, use_cache=use_cache, generator=generator
+            self.model,
+            idx,
+            max_new_tokens,
+            params,
+            stop=stop_ids,
+            use_cache=use_cache,
+            generator=generator,
+            compile=compile,
         ):
             ids.append(int(token[0]))
             if not self.task.continues_text:
@@ -361,6 +373,7 @@ class Run:
         stop: str | list[str] | None = None,
         seed: int | None = None,
         use_cache: bool = True,
+        compile: bool = False,
     ) -> list[str]:
         """`num_samples` completions of one prompt, decoded as one batch (the prompt is prefilled once)."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -368,7 +381,16 @@ class Run:
         params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
         max_new_tokens = self.task.default_max_new_tokens if max_new_tokens is None else max_new_tokens
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop, num_samples)
-        out = generate(self.model, idx, max_new_tokens, params, stop=stop_ids, use_cache=use_cache, generator=generator)
+        out = generate(
+            self.model,
+            idx,
+            max_new_tokens,
+            params,
+            stop=stop_ids,
+            use_cache=use_cache,
+            generator=generator,
+            compile=compile,
+        )
         texts = []
         for row in out[:, idx.shape[1] :].tolist():
             text = self.task.decode_completion(prompt, row)

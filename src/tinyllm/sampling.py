@@ -16,12 +16,17 @@ processors, in this order (the order Hugging Face's `generate` uses):
 
 Each filter sees the distribution the previous ones left (renormalised), then one token is drawn
 with a per-call `torch.Generator`, so a seed reproduces a sample without touching the global RNG.
+
+A model this small is bound by per-step overhead (Python, dispatch, ~60 small kernels per token),
+not by arithmetic. `compile=True` runs the one-token decode step through `torch.compile`, which
+fuses the small kernels and drops the Python; see `CompiledDecodeStep`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -158,6 +163,49 @@ class StopChecker:
         return all(self.done)
 
 
+def next_token_logits(model: torch.nn.Module, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    """One forward pass over `idx` (B, T); the logits (B, vocab) of its last position."""
+    return model(idx, cache)[:, -1]
+
+
+class CompiledDecodeStep:
+    """`next_token_logits` for one new token, through `torch.compile`; eager if compiling fails.
+
+    Compiled with `dynamic=True`, so the growing cache length (and the batch size, past 1) are
+    symbols in one graph instead of a recompile per step; the model and the cache are arguments,
+    so one compiled function serves every model (dynamo's guards check that the shapes and the
+    structure match, and recompile when they do not). Parameters are inputs to the graph, so
+    weights changed after compiling (more training) are used. The first call compiles (seconds),
+    which only pays for long generations: that is why it is opt-in.
+
+    Only the one-token step is compiled. The prompt's prefill and the re-prefills of the window
+    policy run eagerly: they are a few calls with ever-different lengths.
+    """
+
+    def __init__(self) -> None:
+        self.compiled: Callable[..., torch.Tensor] | None = None
+        self.failed = False
+
+    def __call__(self, model: torch.nn.Module, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        if self.failed:
+            return next_token_logits(model, idx, cache)
+        if self.compiled is None:
+            self.compiled = torch.compile(next_token_logits, dynamic=True, fullgraph=True)
+        try:
+            return self.compiled(model, idx, cache)
+        except Exception as e:  # a missing C++ compiler, an unsupported op, ...
+            # A mistake in the inputs fails eagerly too, and raises from here; only a failure of
+            # the compiler itself turns compiling off (for this process) with a warning.
+            logits = next_token_logits(model, idx, cache)
+            first_line = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            print(f"tinyllm: warning: torch.compile failed ({first_line}); decoding without it", file=sys.stderr)
+            self.failed = True
+            return logits
+
+
+compiled_decode_step = CompiledDecodeStep()  # one per process: compiled graphs are reused across calls
+
+
 def default_shift(block_size: int) -> int:
     """How far the context window jumps when it is full: a quarter of the block (at least 1)."""
     return max(1, block_size // 4)
@@ -174,13 +222,15 @@ def stream(
     use_cache: bool = True,
     generator: torch.Generator | None = None,
     shift: int | None = None,
+    compile: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Yield each step's new tokens (B,) as they are sampled.
 
     With `use_cache`, the prompt is run once to fill a `KVCache`, then each step feeds only the
     newest token. Without it, each step re-runs the model over the whole context window -- the
     reference the cache is tested against. Both follow the same window policy past block_size
-    (`kv_cache.window_start`), so they produce the same tokens.
+    (`kv_cache.window_start`), so they produce the same tokens. `compile` runs the cached one-token
+    step through `torch.compile` (`CompiledDecodeStep`): the same tokens, faster once compiled.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise UsageError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
@@ -190,6 +240,11 @@ def stream(
     shift = default_shift(block_size) if shift is None else shift
     if isinstance(shift, bool) or not isinstance(shift, int) or shift < 1:
         raise UsageError(f"shift must be an integer >= 1, got {shift}")
+    if not isinstance(compile, bool):
+        raise UsageError(f"compile must be true or false, got {compile!r}")
+    if compile and not use_cache:
+        raise UsageError("compile speeds up the cached decode step: it cannot be combined with use_cache=False")
+    decode_step = compiled_decode_step if compile else next_token_logits
     if max_new_tokens == 0:
         return
 
@@ -204,7 +259,7 @@ def stream(
     was_training = model.training
     model.eval()
     try:
-        logits = model(seq[:, start:n], cache)[:, -1]  # prefill: the whole prompt in one pass
+        logits = next_token_logits(model, seq[:, start:n], cache)  # prefill: the whole prompt in one pass
         for step in range(max_new_tokens):
             token = sample_next(logits, seq[:, :n], params, generator)
             seq[:, n] = token
@@ -214,12 +269,12 @@ def stream(
                 return
             new_start = window_start(n, start, block_size, shift)
             if cache is None:
-                logits = model(seq[:, new_start:n])[:, -1]
+                logits = next_token_logits(model, seq[:, new_start:n], None)
             elif new_start != start:  # the window jumped: re-prefill its tokens at positions 0..
                 cache.reset()
-                logits = model(seq[:, new_start:n], cache)[:, -1]
-            else:
-                logits = model(seq[:, n - 1 : n], cache)[:, -1]
+                logits = next_token_logits(model, seq[:, new_start:n], cache)
+            else:  # the usual step: just the newest token, at the next position
+                logits = decode_step(model, token.unsqueeze(1), cache)
             start = new_start
     finally:
         model.train(was_training)

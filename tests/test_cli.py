@@ -163,6 +163,7 @@ BAD = [
     (["sample", "{run}", "--prompt", "hi", "--min-p", "2"], 2, "min_p"),
     (["sample", "{run}", "--prompt", "hi", "--repetition-penalty", "0"], 2, "repetition_penalty"),
     (["sample", "{run}", "--prompt", "hi", "--max-new-tokens", "-5"], 2, "--max-new-tokens"),
+    (["sample", "{run}", "--prompt", "hi", "--compile", "--no-cache"], 2, "compile"),
     (["sample", "{file}", "--prompt", "hi"], 1, "not a run directory"),
     (["eval", "/tmp"], 1, "not a tinyllm run"),
     (["eval", "{run}", "--batches", "0"], 2, "--batches"),
@@ -237,6 +238,7 @@ def test_sample_options_stop_and_num_samples(tiny_run):
     cut = completion.find(stop)
     assert out == "the " + completion[:cut] + "\n"  # ends just before the stop string, which is not printed
     assert tinyllm(*base, "--seed", 5, "--no-cache").stdout == free  # the cache changes nothing
+    assert tinyllm(*base, "--seed", 5, "--compile").stdout == free  # nor does compiling the decode step
 
     many = tinyllm(*base, "--seed", 1, "--num-samples", 3).stdout
     samples = many.rstrip("\n").split("\n" + "-" * 40 + "\n")

@@ -6,7 +6,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinyllm import GPT, GPTConfig
-from tinyllm.cpu_matmul import OneDNNLinear, onednn_available, onednn_pays, use_onednn_linear
+from tinyllm.cpu_matmul import (
+    MIN_ROWS,
+    OneDNNLinear,
+    _OneDNNLinearFunction,
+    onednn_available,
+    onednn_pays,
+    use_onednn_linear,
+)
 from tinyllm.errors import ConfigError
 from tinyllm.training import TrainConfig, Trainer
 
@@ -36,6 +43,20 @@ def test_onednn_linear_matches_nn_linear(in_features, out_features, bias, shape)
     assert fast.weight.grad.shape == fast.weight.shape and fast.weight.grad.is_contiguous()
     if bias:
         torch.testing.assert_close(fast.bias.grad, plain.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_few_rows_and_compiled_code_take_the_usual_path(monkeypatch):
+    layer = nn.Linear(8, 4)
+    use_onednn_linear(layer)
+    calls = []
+    monkeypatch.setattr(_OneDNNLinearFunction, "apply", lambda *args: calls.append(args) or F.linear(*args))
+    layer(torch.randn(MIN_ROWS, 8))
+    assert len(calls) == 1  # enough rows: oneDNN
+    x = torch.randn(2, MIN_ROWS - 1, 8)[:1]  # e.g. one decoding step: too few rows to pay
+    assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias)) and len(calls) == 1
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    layer(torch.randn(MIN_ROWS, 8))
+    assert len(calls) == 1  # inside torch.compile: PyTorch's own product
 
 
 def test_other_dtypes_take_the_usual_path():

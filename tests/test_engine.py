@@ -110,13 +110,18 @@ def test_cache_is_preallocated_and_refuses_misuse():
     model = make_model(**CONFIGS[1])
     cache = KVCache.for_model(model, 2)
     k0 = cache.layers[0].k
-    assert k0.shape == (2, 4, 24, 8)
+    assert k0.shape == (2, 4, 24 + 1, 8)  # block_size positions, and one spare that is never filled
     with torch.inference_mode():
         model(torch.zeros(2, 5, dtype=torch.long), cache)
         model(torch.zeros(2, 1, dtype=torch.long), cache)
         assert cache.length == 6 and cache.layers[0].k is k0  # filled in place, not reallocated
         with pytest.raises(ValueError, match="one token"):
             model(torch.zeros(2, 2, dtype=torch.long), cache)
+        for _ in range(6, 24):
+            model(torch.zeros(2, 1, dtype=torch.long), cache)
+        assert cache.length == 24
+        with pytest.raises(ValueError, match="KV cache is full"):  # not into the spare position
+            cache.layers[0].update(torch.zeros(2, 4, 1, 8), torch.zeros(2, 4, 1, 8))
 
 
 # ---------------------------------------------------------------- logits processors

@@ -1,0 +1,107 @@
+"""The compiled decode step (`compile=True`): the same logits and tokens as the eager engine.
+
+Compiling costs seconds per graph, so these tests share a few small configs: the compiled function
+is one per process, and a config's graphs are reused by every test after the first.
+"""
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from tinyllm import sampling
+from tinyllm.kv_cache import KVCache
+from tinyllm.sampling import CompiledDecodeStep, SamplingParams, compiled_decode_step, generate
+
+from .test_engine import CONFIGS, make_model
+
+COMPILED_CONFIGS = CONFIGS[1:]  # two blocks with four heads, and three blocks without biases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", COMPILED_CONFIGS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_compiled_step_logits_equal_recomputed_logits_at_every_position(cfg, batch):
+    model = make_model(**cfg)
+    T = cfg["block_size"]
+    seq = torch.randint(cfg["vocab_size"], (batch, T), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        full = model(seq)[:, 1:]  # logits at every position, no cache
+        cache = KVCache.for_model(model, batch)
+        model(seq[:, :1], cache)  # prefill one token; then every later position through the compiled step
+        stepped = [compiled_decode_step(model, seq[:, t : t + 1].contiguous(), cache) for t in range(1, T)]
+    assert cache.length == T  # filled to the last position, the one where the cache is full
+    torch.testing.assert_close(torch.stack(stepped, dim=1), full, rtol=0, atol=1e-5)
+    assert not compiled_decode_step.failed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", COMPILED_CONFIGS)
+def test_compiled_generation_matches_uncached_beyond_block_size(cfg):
+    """3 x block_size new tokens (the window jumps), greedy and seeded sampling, batch 1 and 2."""
+    model = make_model(**cfg)
+    new = 3 * cfg["block_size"]
+    for batch in (1, 2):
+        prompt = torch.randint(cfg["vocab_size"], (batch, 3), generator=torch.Generator().manual_seed(3))
+        greedy = SamplingParams(temperature=0)
+        a = generate(model, prompt, new, greedy, compile=True)
+        b = generate(model, prompt, new, greedy, use_cache=False)
+        assert a.shape == (batch, 3 + new) and torch.equal(a, b)
+        p = SamplingParams(temperature=1.0, top_k=5)
+        a = generate(model, prompt, new, p, compile=True, generator=torch.Generator().manual_seed(9))
+        b = generate(model, prompt, new, p, use_cache=False, generator=torch.Generator().manual_seed(9))
+        assert torch.equal(a, b)
+
+
+def test_one_graph_serves_every_length_and_later_weights():
+    model = make_model(**CONFIGS[1])
+    prompt = torch.randint(29, (2, 5), generator=torch.Generator().manual_seed(4))
+    generate(model, prompt, 2, SamplingParams(temperature=0), compile=True)  # compiled (or reused) here
+    graphs = counters["stats"]["unique_graphs"]
+    # every cache length up to full, and re-prefills past block_size: no new graph
+    out = generate(model, prompt, 3 * 24, SamplingParams(temperature=0), compile=True)
+    assert torch.equal(out, generate(model, prompt, 3 * 24, SamplingParams(temperature=0), use_cache=False))
+    # weights are inputs of the graph, not constants baked into it: changing them is seen
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = generate(model, prompt, 30, SamplingParams(temperature=0), compile=True)
+    assert torch.equal(out, generate(model, prompt, 30, SamplingParams(temperature=0)))
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_a_failing_compiler_warns_once_and_decodes_eagerly(monkeypatch, capsys):
+    def broken_compile(fn, **options):
+        def run(*args):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    step = CompiledDecodeStep()
+    monkeypatch.setattr(sampling, "compiled_decode_step", step)
+    model = make_model(**CONFIGS[0])
+    prompt = torch.randint(17, (2, 3), generator=torch.Generator().manual_seed(5))
+    out = generate(model, prompt, 40, SamplingParams(temperature=0), compile=True)
+    assert torch.equal(out, generate(model, prompt, 40, SamplingParams(temperature=0)))
+    assert step.failed
+    err = capsys.readouterr().err
+    assert err.count("warning: torch.compile failed (no C++ compiler found); decoding without it") == 1
+
+
+def test_a_mistake_in_the_inputs_raises_and_keeps_compiling_on():
+    model = make_model(**CONFIGS[1])
+    cache = KVCache.for_model(model, 2)
+    step = CompiledDecodeStep()
+    with torch.inference_mode():
+        model(torch.zeros(2, 24, dtype=torch.long), cache)  # the cache is full
+        with pytest.raises(ValueError, match="longer than block_size"):
+            step(model, torch.zeros(2, 1, dtype=torch.long), cache)
+    assert not step.failed
+
+
+def test_compile_needs_the_cache():
+    model = make_model(**CONFIGS[0])
+    with pytest.raises(ValueError, match="use_cache=False"):
+        generate(model, torch.zeros(1, 1, dtype=torch.long), 5, compile=True, use_cache=False)
+    with pytest.raises(ValueError, match="compile must be true or false"):
+        generate(model, torch.zeros(1, 1, dtype=torch.long), 5, compile="yes")

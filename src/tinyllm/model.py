@@ -99,15 +99,22 @@ class CausalSelfAttention(nn.Module):
             # The cache is either empty (a prompt of T tokens: causal) or gets one token (T == 1:
             # the new token may look at every cached position, so no mask is needed).
             k, v = kv_cache.update(k, v)
-        # scaled_dot_product_attention picks a fused kernel (flash attention where available):
-        # softmax(q k^T / sqrt(head_dim)) v without materialising the T x T matrix in Python
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=T > 1,
-        )
+        if T == 1 and kv_cache is not None and torch.compiler.is_compiling():
+            # A compiled decode step (`sampling.CompiledDecodeStep`): one query over the cache,
+            # written as the plain maths, which torch.compile fuses into a loop or two. The fused
+            # kernel below is built for many queries; for a single one its fixed cost dominates.
+            scores = (q * k).sum(dim=-1, keepdim=True) / math.sqrt(k.shape[-1])  # (B, n_head, L, 1)
+            y = (scores.softmax(dim=2) * v).sum(dim=2, keepdim=True)  # (B, n_head, 1, head_dim)
+        else:
+            # scaled_dot_product_attention picks a fused kernel (flash attention where available):
+            # softmax(q k^T / sqrt(head_dim)) v without materialising the T x T matrix in Python
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=T > 1,
+            )
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 

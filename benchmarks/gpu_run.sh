@@ -27,7 +27,8 @@ timeout 90 $PY benchmarks/train_speed.py --device cuda --dtype bfloat16 --config
 echo "exit $?"; cat "$OUT/train_speed_eager.json"; tail -3 "$OUT/train_speed_eager.err"
 
 stage "tests on the GPU"
-timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_engine.py >"$OUT/tests.log" 2>&1
+timeout 180 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_engine.py tests/test_compiled_decode.py \
+    >"$OUT/tests.log" 2>&1
 echo "exit $?"; tail -5 "$OUT/tests.log"
 
 stage "the command line on the GPU"

@@ -45,6 +45,16 @@ def test_cached_decoding_matches_recomputation_on_cuda(batch):
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("batch", [1, 4])
+def test_compiled_decoding_matches_recomputation_on_cuda(batch):
+    model = sharp_model()
+    prompt = torch.randint(65, (batch, 3), generator=torch.Generator().manual_seed(3)).cuda()
+    greedy = SamplingParams(temperature=0)
+    a = generate(model, prompt, 3 * 64, greedy, compile=True)  # crosses the window twice
+    b = generate(model, prompt, 3 * 64, greedy, use_cache=False)
+    assert torch.equal(a, b)
+
+
 def test_cuda_and_cpu_agree():
     cpu, gpu = sharp_model("cpu"), sharp_model("cuda")
     seq = torch.randint(65, (2, 64), generator=torch.Generator().manual_seed(2))

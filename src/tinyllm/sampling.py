@@ -174,9 +174,13 @@ class CompiledDecodeStep:
     Compiled with `dynamic=True`, so the growing cache length (and the batch size, past 1) are
     symbols in one graph instead of a recompile per step; the model and the cache are arguments,
     so one compiled function serves every model (dynamo's guards check that the shapes and the
-    structure match, and recompile when they do not). Parameters are inputs to the graph, so
-    weights changed after compiling (more training) are used. The first call compiles (seconds),
-    which only pays for long generations: that is why it is opt-in.
+    structure match, and recompile when they do not): a model shape takes two graphs, one for
+    batch 1 and one for larger batches, and dynamo keeps up to 8 per process
+    (`torch._dynamo.config.recompile_limit`), past which it warns and runs the step eagerly.
+    Parameters are inputs to the graph, so weights changed after compiling (more training) are
+    used. The first call compiles (seconds), which only pays for long generations: that is why it
+    is opt-in. Inside the graph, attention for the one new token is written as plain maths (see
+    `CausalSelfAttention`), which the compiler fuses.
 
     Only the one-token step is compiled. The prompt's prefill and the re-prefills of the window
     policy run eagerly: they are a few calls with ever-different lengths.

@@ -17,7 +17,6 @@ from .test_engine import CONFIGS, make_model
 COMPILED_CONFIGS = CONFIGS[1:]  # two blocks with four heads, and three blocks without biases
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("cfg", COMPILED_CONFIGS)
 @pytest.mark.parametrize("batch", [1, 3])
 def test_compiled_step_logits_equal_recomputed_logits_at_every_position(cfg, batch):
@@ -34,7 +33,6 @@ def test_compiled_step_logits_equal_recomputed_logits_at_every_position(cfg, bat
     assert not compiled_decode_step.failed
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("cfg", COMPILED_CONFIGS)
 def test_compiled_generation_matches_uncached_beyond_block_size(cfg):
     """3 x block_size new tokens (the window jumps), greedy and seeded sampling, batch 1 and 2."""

@@ -50,15 +50,16 @@ def test_compiled_generation_matches_uncached_beyond_block_size(cfg):
         assert torch.equal(a, b)
 
 
-def test_one_graph_serves_every_length_and_later_weights():
+def test_one_graph_serves_every_later_length_and_new_weights():
     model = make_model(vocab_size=23, block_size=20, n_layer=2, n_head=2, n_embd=16)  # a shape no other test uses
     prompt = torch.randint(23, (2, 5), generator=torch.Generator().manual_seed(4))
     # start from empty compile caches: earlier tests may have used up dynamo's recompile limit (8
     # graphs per function), past which it would run the step eagerly and compile nothing here
     torch._dynamo.reset()
     graphs = counters["stats"]["unique_graphs"]
-    generate(model, prompt, 2, SamplingParams(temperature=0), compile=True)
-    assert counters["stats"]["unique_graphs"] == graphs + 1  # compiled here: the step really is compiled
+    generate(model, prompt, 3, SamplingParams(temperature=0), compile=True)  # two one-token steps
+    # compiled here (the step really is compiled): the first step's exact shapes, then the length as a symbol
+    assert counters["stats"]["unique_graphs"] == graphs + 2
     graphs = counters["stats"]["unique_graphs"]
     # every cache length up to full, and re-prefills past block_size: no new graph
     out = generate(model, prompt, 3 * 20, SamplingParams(temperature=0), compile=True)

@@ -58,8 +58,10 @@ def test_one_graph_serves_every_later_length_and_new_weights():
     torch._dynamo.reset()
     graphs = counters["stats"]["unique_graphs"]
     generate(model, prompt, 3, SamplingParams(temperature=0), compile=True)  # two one-token steps
-    # compiled here (the step really is compiled): the first step's exact shapes, then the length as a symbol
-    assert counters["stats"]["unique_graphs"] == graphs + 2
+    # compiled here (the step really is compiled): the first step's exact shapes, then the length as
+    # a symbol; or only the latter where dynamo remembers from earlier calls that the length varies
+    # (seen with PyTorch 2.11 after compiled decoding on CUDA in the same process)
+    assert graphs + 1 <= counters["stats"]["unique_graphs"] <= graphs + 2
     graphs = counters["stats"]["unique_graphs"]
     # every cache length up to full, and re-prefills past block_size: no new graph
     out = generate(model, prompt, 3 * 20, SamplingParams(temperature=0), compile=True)

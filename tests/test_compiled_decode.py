@@ -59,8 +59,9 @@ def test_one_graph_serves_every_later_length_and_new_weights():
     graphs = counters["stats"]["unique_graphs"]
     generate(model, prompt, 3, SamplingParams(temperature=0), compile=True)  # two one-token steps
     # compiled here (the step really is compiled): the first step's exact shapes, then the length as
-    # a symbol; or only the latter where dynamo remembers from earlier calls that the length varies
-    # (seen with PyTorch 2.11 after compiled decoding on CUDA in the same process)
+    # a symbol. On the GPU machine (PyTorch 2.11), after the CUDA tests in the same process, the
+    # count differed from a lone run (cause not pinned down; dynamo may start with the length
+    # dynamic), so one graph is accepted too: what matters is that later calls add none.
     assert graphs + 1 <= counters["stats"]["unique_graphs"] <= graphs + 2
     graphs = counters["stats"]["unique_graphs"]
     # every cache length up to full, and re-prefills past block_size: no new graph

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from tinyllm import GPT, GPTConfig
 from tinyllm.tasks import TaskModel
-from tinyllm.training import TrainConfig, Trainer
+from tinyllm.training import TrainConfig, Trainer, finish_distributed
 
 CONFIG = GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16)
 TRAIN = TrainConfig(lr=1e-2, warmup_iters=0, max_iters=1, eval_interval=1, eval_iters=1, device="cpu", seed=5)
@@ -32,4 +32,4 @@ if __name__ == "__main__":
     trainer.run(progress_bar=False)
     state = {k: v.contiguous() for k, v in trainer.model.gpt.state_dict().items() if k != "lm_head.weight"}
     save_file(state, out / f"rank{trainer.dist.rank}.safetensors")
-    torch.distributed.destroy_process_group()
+    finish_distributed()

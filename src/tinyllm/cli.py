@@ -248,6 +248,7 @@ def read_toml(path: str) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
     from .runs import train
+    from .training import finish_distributed
 
     given = vars(args)
     if "threads" in given:
@@ -296,6 +297,7 @@ def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
         overwrite=given.get("overwrite", False),
         progress_bar=not given.get("no_progress", False),
     )
+    finish_distributed()  # after a torchrun job's training; on an error torchrun stops the other ranks
     loss = f"test loss {result.test_loss:.4f}" if result.test_loss is not None else "no evaluation"
     print(f"done: {result.iters} iterations in {result.elapsed_s:.0f}s, {loss}; run saved in {result.run_dir}")
     return 0

@@ -167,6 +167,16 @@ def init_distributed(device_name: str) -> Distributed:
     return Distributed(rank, world_size, local_rank)
 
 
+def finish_distributed() -> None:
+    """Leave the process group, all ranks together, as PyTorch asks of a process before it exits
+    (left to interpreter shutdown, gloo's threads can abort the process). No-op without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # nobody tears down its connections while another rank still uses them
+        dist.destroy_process_group()
+
+
 class LossOf(nn.Module):
     """`forward(batch)` = `model.loss(batch)`: DistributedDataParallel and torch.compile wrap forward()."""
 

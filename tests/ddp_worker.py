@@ -32,4 +32,5 @@ if __name__ == "__main__":
     trainer.run(progress_bar=False)
     state = {k: v.contiguous() for k, v in trainer.model.gpt.state_dict().items() if k != "lm_head.weight"}
     save_file(state, out / f"rank{trainer.dist.rank}.safetensors")
+    del trainer  # its DDP wrapper holds the process group
     finish_distributed()

@@ -15,6 +15,7 @@ Nothing here is about GPT or Shakespeare (minGPT's lesson): the same loop trains
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import signal
@@ -173,6 +174,9 @@ def finish_distributed() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        # A finished trainer's DistributedDataParallel wrapper holds the group; free it now, while
+        # Python is fully alive, so that the group's threads are joined here and not at exit.
+        gc.collect()
         dist.barrier()  # nobody tears down its connections while another rank still uses them
         dist.destroy_process_group()
 

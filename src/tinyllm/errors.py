@@ -9,6 +9,8 @@ exception a Python programmer would expect (`ValueError`, `FileNotFoundError`, .
 
 from __future__ import annotations
 
+import sys
+
 
 class TinyLLMError(Exception):
     """Base class of every user-facing error. `exit_code` is what the command line exits with."""
@@ -36,3 +38,11 @@ class CheckpointError(TinyLLMError):
 
 class UnknownCharacterError(UsageError):
     """Text that contains characters outside the tokenizer's vocabulary."""
+
+
+def warn_compile_failed(error: Exception, going_on: str) -> None:
+    """One line on stderr when torch.compile fails and tinyllm goes on without it (`going_on`:
+    e.g. "training")."""
+    text = str(error).strip()
+    reason = text.splitlines()[0][:200] if text else type(error).__name__
+    print(f"tinyllm: warning: torch.compile failed ({reason}); {going_on} without it", file=sys.stderr)

@@ -312,32 +312,19 @@ class Run:
         Text that might be the start of a stop string is held back until it is clear that it is
         not, so a stop string is never shown.
         """
-        # validate everything now, before the first piece is asked for (a generator would wait)
+        # everything is checked here, before the first piece is asked for (a generator would wait)
         params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
         max_new_tokens = self.task.default_max_new_tokens if max_new_tokens is None else max_new_tokens
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise UsageError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop)
-        if compile and not use_cache:  # checked here too, so the error comes before the first piece
-            raise UsageError("compile speeds up the cached decode step: it cannot be combined with use_cache=False")
-        return self._stream(prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache, compile)
+        options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)
+        tokens = stream(self.model, idx, max_new_tokens, params, **options)  # checks its arguments now
+        return self._pieces(prompt, tokens, stops)
 
-    def _stream(
-        self, prompt, max_new_tokens, params, idx, generator, stops, stop_ids, use_cache, compile
-    ) -> Iterator[str]:
+    def _pieces(self, prompt: str, tokens: Iterator[torch.Tensor], stops: list[str]) -> Iterator[str]:
         holdback = max((len(s) for s in stops), default=1) - 1
         text, shown = "", 0
         ids: list[int] = []
-        for token in stream(
-            self.model,
-            idx,
-            max_new_tokens,
-            params,
-            stop=stop_ids,
-            use_cache=use_cache,
-            generator=generator,
-            compile=compile,
-        ):
+        for token in tokens:
             ids.append(int(token[0]))
             if not self.task.continues_text:
                 continue
@@ -381,16 +368,8 @@ class Run:
         params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
         max_new_tokens = self.task.default_max_new_tokens if max_new_tokens is None else max_new_tokens
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop, num_samples)
-        out = generate(
-            self.model,
-            idx,
-            max_new_tokens,
-            params,
-            stop=stop_ids,
-            use_cache=use_cache,
-            generator=generator,
-            compile=compile,
-        )
+        options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)
+        out = generate(self.model, idx, max_new_tokens, params, **options)
         texts = []
         for row in out[:, idx.shape[1] :].tolist():
             text = self.task.decode_completion(prompt, row)

@@ -25,14 +25,13 @@ fuses the small kernels and drops the Python; see `CompiledDecodeStep`.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .errors import UsageError
+from .errors import UsageError, warn_compile_failed
 from .kv_cache import KVCache, window_start
 
 
@@ -203,8 +202,7 @@ class CompiledDecodeStep:
             # A mistake in the inputs fails eagerly too, and raises from here; only a failure of
             # the compiler itself turns compiling off (for this process) with a warning.
             logits = next_token_logits(model, idx, cache)
-            first_line = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            print(f"tinyllm: warning: torch.compile failed ({first_line}); decoding without it", file=sys.stderr)
+            warn_compile_failed(e, "decoding")
             self.failed = True
             return logits
 
@@ -217,7 +215,6 @@ def default_shift(block_size: int) -> int:
     return max(1, block_size // 4)
 
 
-@torch.inference_mode()
 def stream(
     model: torch.nn.Module,
     idx: torch.Tensor,
@@ -237,6 +234,7 @@ def stream(
     reference the cache is tested against. Both follow the same window policy past block_size
     (`kv_cache.window_start`), so they produce the same tokens. `compile` runs the cached one-token
     step through `torch.compile` (`CompiledDecodeStep`): the same tokens, faster once compiled.
+    The arguments are checked at the call, before the first token is asked for.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise UsageError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
@@ -251,9 +249,17 @@ def stream(
     if compile and not use_cache:
         raise UsageError("compile speeds up the cached decode step: it cannot be combined with use_cache=False")
     decode_step = compiled_decode_step if compile else next_token_logits
+    return _decode(model, idx, max_new_tokens, params, stop, use_cache, generator, shift, decode_step)
+
+
+@torch.inference_mode()
+def _decode(
+    model, idx, max_new_tokens, params, stop, use_cache, generator, shift, decode_step
+) -> Iterator[torch.Tensor]:
+    """The decode loop behind `stream`, with its arguments already checked."""
     if max_new_tokens == 0:
         return
-
+    block_size = model.config.block_size
     B, prompt_len = idx.shape
     seq = torch.empty(B, prompt_len + max_new_tokens, dtype=torch.long, device=idx.device)
     seq[:, :prompt_len] = idx

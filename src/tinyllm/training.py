@@ -19,7 +19,6 @@ import gc
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from .cpu_matmul import onednn_available, use_onednn_linear, use_onednn_where_it_pays
-from .errors import ConfigError, TinyLLMError
+from .errors import ConfigError, TinyLLMError, warn_compile_failed
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -409,8 +408,7 @@ class Trainer:
         try:
             return self.loss_module(batch)
         except Exception as e:  # a missing C++ compiler, an unsupported op, ...
-            first_line = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            print(f"tinyllm: warning: torch.compile failed ({first_line}); training without it", file=sys.stderr)
+            warn_compile_failed(e, "training")
             self.loss_module = self.eager_loss_module
             return self.loss_module(batch)
 

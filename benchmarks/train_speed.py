@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from tinyllm import GPT, GPTConfig
+from tinyllm.config import TrainConfig
 from tinyllm.cpu_matmul import onednn_available, use_onednn_where_it_pays
-from tinyllm.training import TrainConfig, make_optimizer
+from tinyllm.training import make_optimizer
 
 CONFIGS = {
     # nanoGPT's well-known CPU config ("baby GPT")
@@ -205,14 +206,14 @@ def time_to_quality(target: float, max_time: float, data: str | None = None) -> 
     trainer = Trainer(model, lambda split, g: task.get_batch(split, 12, 64, g), train_cfg)
     reached = {}
 
-    def check(record):
+    def check(trainer, record):
         if record["test_loss"] <= target and not reached:
             reached.update(
                 iter=record["iter"], elapsed_s=round(record["elapsed_s"], 1), test_loss=round(record["test_loss"], 4)
             )
             trainer.interrupted = True
 
-    trainer.on_eval = check
+    trainer.add_callback("eval", check)
     trainer.run(progress_bar=False)
     return {
         "target_test_loss": target,

@@ -2,33 +2,23 @@
 
     python examples/reverse_task.py          # trains for ~30 s, then tries a few words
 
-A task = data + tokenizer + model defaults + its own loss. This one shows each piece.
+A task = data + tokenizer + model defaults + its own loss. This one shows each piece. The loss is
+the task model's cross-entropy on the targets the batch scores: the prompt is random, so
+`get_batch` marks its targets IGNORE (-1) and only the reversed word is scored.
 """
 
 import torch
-import torch.nn.functional as F
 
 import tinyllm
-from tinyllm.runs import train
-from tinyllm.tasks import Task, TaskModel, register
+from tinyllm.tasks import Task, register, score_last
 from tinyllm.tokenizer import CharTokenizer
 
 LENGTH = 6  # letters per word
 
 
-class ReverseModel(TaskModel):
-    """The loss: cross-entropy on the reversed word only (the prompt is random: don't score it)."""
-
-    def loss(self, batch):
-        x, y = batch
-        logits = self.gpt(x)[:, -LENGTH:]  # predictions made after the '|'
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y[:, -LENGTH:].reshape(-1))
-
-
 class Reverse(Task):
     name = "reverse"
     description = "reverse a word of 6 letters"
-    model_class = ReverseModel
     model_defaults = dict(block_size=2 * LENGTH, n_layer=2, n_head=4, n_embd=64)
     train_defaults = dict(batch_size=64, lr=3e-3, max_iters=600, max_time=None, eval_interval=100, eval_iters=4)
     default_max_new_tokens = LENGTH
@@ -42,13 +32,13 @@ class Reverse(Task):
         words = torch.randint(6, (batch_size, LENGTH), generator=generator)
         bar = torch.full((batch_size, 1), 6)
         seq = torch.cat([words, bar, words.flip(1)], dim=1)  # "abcdef|fedcba"
-        return seq[:, :-1], seq[:, 1:]
+        return seq[:, :-1], score_last(seq[:, 1:], LENGTH)  # scored: the predictions made after '|'
 
 
 register(Reverse)
 
 if __name__ == "__main__":
-    train("reverse", out_dir="runs/reverse", overwrite=True)
+    tinyllm.train("reverse", out_dir="runs/reverse", overwrite=True)
     run = tinyllm.load("runs/reverse")
     for word in ("abcdef", "faceda", "bedbad"):
         print(word, "->", run.complete(word + "|", temperature=0))

@@ -8,8 +8,10 @@ import torch
 from safetensors.torch import save_file
 
 from tinyllm import GPT, GPTConfig
+from tinyllm.config import TrainConfig
+from tinyllm.runtime import Runtime, process_group
 from tinyllm.tasks import TaskModel
-from tinyllm.training import TrainConfig, Trainer, finish_distributed
+from tinyllm.training import Trainer
 
 CONFIG = GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16)
 TRAIN = TrainConfig(lr=1e-2, warmup_iters=0, max_iters=1, eval_interval=1, eval_iters=1, device="cpu", seed=5)
@@ -27,10 +29,10 @@ def make_model() -> TaskModel:
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
-    trainer = Trainer(make_model(), batches, TRAIN)
-    assert trainer.dist.enabled and trainer.dist.world_size == 2
-    trainer.run(progress_bar=False)
-    state = {k: v.contiguous() for k, v in trainer.model.gpt.state_dict().items() if k != "lm_head.weight"}
-    save_file(state, out / f"rank{trainer.dist.rank}.safetensors")
-    del trainer  # its DDP wrapper holds the process group
-    finish_distributed()
+    with process_group(TRAIN.device) as dist:  # joins the torchrun job, and leaves it at the end
+        assert dist.enabled and dist.world_size == 2
+        trainer = Trainer(make_model(), batches, TRAIN, runtime=Runtime(TRAIN, dist))
+        trainer.run(progress_bar=False)
+        state = {k: v.contiguous() for k, v in trainer.model.gpt.state_dict().items() if k != "lm_head.weight"}
+        save_file(state, out / f"rank{dist.rank}.safetensors")
+        del trainer  # its DDP wrapper holds the process group

@@ -5,8 +5,7 @@ from hypothesis import strategies as st
 
 from tinyllm import GPTConfig
 from tinyllm.errors import UsageError
-from tinyllm.tasks import TaskModel, get_task
-from tinyllm.tasks.addition import AnswerOnlyModel
+from tinyllm.tasks import IGNORE, TaskModel, get_task
 
 
 def addition(digits=3, loss="answer"):
@@ -20,11 +19,13 @@ def test_answer_only_loss_ignores_the_prompt():
     config = GPTConfig(vocab_size=12, block_size=task.model_defaults["block_size"], n_layer=1, n_head=2, n_embd=16)
     torch.manual_seed(0)
     model = task.build_model(config)
-    assert isinstance(model, AnswerOnlyModel)
     x, y = task.get_batch("train", 8, config.block_size, torch.Generator().manual_seed(0))
-    y2 = y.clone()
     prompt_targets = slice(0, task.prompt_len - 1)  # targets at prompt positions
-    y2[:, prompt_targets] = (y2[:, prompt_targets] + 3) % 12
+    assert (y[:, prompt_targets] == IGNORE).all() and (y[:, task.prompt_len - 1 :] >= 0).all()
+    # --loss full: the same problems, every target scored
+    x_full, y_full = addition(3, loss="full").get_batch("train", 8, config.block_size, torch.Generator().manual_seed(0))
+    assert torch.equal(x_full, x) and (y_full >= 0).all()
+    assert torch.equal(y_full[:, task.prompt_len - 1 :], y[:, task.prompt_len - 1 :])
 
     def loss_and_grads(model, targets):
         model.zero_grad()
@@ -32,20 +33,21 @@ def test_answer_only_loss_ignores_the_prompt():
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
-    loss_a, grads_a = loss_and_grads(model, y)
-    loss_b, grads_b = loss_and_grads(model, y2)
-    assert torch.equal(loss_a, loss_b)
-    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
-    # changing an answer target does change it
+    # the answer-only loss equals the cross-entropy of the answer positions alone
+    logits = model.gpt(x)[:, task.prompt_len - 1 :]
+    by_hand = torch.nn.functional.cross_entropy(logits.reshape(-1, 12), y[:, task.prompt_len - 1 :].reshape(-1))
+    torch.testing.assert_close(model.loss((x, y)), by_hand)
+    # changing an answer target changes it
     y3 = y.clone()
     y3[:, -1] = (y3[:, -1] + 1) % 10
-    assert not torch.equal(loss_and_grads(model, y3)[0], loss_a)
-
-    # the plain loss (--loss full) scores the prompt too
+    assert not torch.equal(loss_and_grads(model, y3)[0], loss_and_grads(model, y)[0])
+    # the full loss scores the prompt too: changing a prompt target changes it
+    y_other_prompt = y_full.clone()
+    y_other_prompt[:, prompt_targets] = (y_other_prompt[:, prompt_targets] + 3) % 12
     full = addition(3, loss="full").build_model(config)
     full.load_state_dict(model.state_dict())
     assert type(full) is TaskModel
-    assert not torch.equal(loss_and_grads(full, y)[0], loss_and_grads(full, y2)[0])
+    assert not torch.equal(loss_and_grads(full, y_full)[0], loss_and_grads(full, y_other_prompt)[0])
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,21 +1,27 @@
 """oneDNN products for CPU training: the same maths as nn.Linear, chosen by a fixed rule."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from tinyllm import GPT, GPTConfig
+from tinyllm.config import TrainConfig
 from tinyllm.cpu_matmul import (
     MIN_ROWS,
+    CpuInfo,
     OneDNNLinear,
     _OneDNNLinearFunction,
     onednn_available,
     onednn_pays,
+    this_cpu,
     use_onednn_linear,
+    use_onednn_where_it_pays,
 )
 from tinyllm.errors import ConfigError
-from tinyllm.training import TrainConfig, Trainer
+from tinyllm.training import Trainer
 
 from .conftest import Regression, regression_batches
 
@@ -81,10 +87,47 @@ def test_gpt_with_onednn_keeps_its_parameters_and_gradients():
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_the_choice_is_a_fixed_rule_of_the_shape():
-    assert not onednn_pays(256, 32, 128)  # small products: oneDNN's fixed cost per call would lose
-    big = onednn_pays(2048, 96, 384)
-    assert all(onednn_pays(2048, 96, 384) == big for _ in range(5))  # measured once per process
+ZEN5 = CpuInfo("AuthenticAMD", 26, frozenset({"avx2", "avx512f"}))
+ZEN4 = CpuInfo("AuthenticAMD", 25, frozenset({"avx2", "avx512f"}))
+ZEN3 = CpuInfo("AuthenticAMD", 25, frozenset({"avx2"}))
+INTEL = CpuInfo("GenuineIntel", 6, frozenset({"avx2", "avx512f"}))
+
+
+@pytest.mark.parametrize(
+    "cpu, shape, expected",
+    [
+        (ZEN5, (2048, 96, 384), True),  # the Shakespeare model's largest product, on a Zen 5
+        (ZEN5, (256, 32, 128), False),  # small products: oneDNN's fixed cost per call would lose
+        (ZEN4, (2048, 96, 384), False),  # AVX-512 in two halves: measured not to pay
+        (ZEN3, (2048, 96, 384), False),  # no AVX-512
+        (INTEL, (2048, 96, 384), False),  # MKL takes its own best path on Intel
+        (CpuInfo(), (2048, 96, 384), False),  # unknown (no /proc/cpuinfo): the default
+    ],
+)
+def test_the_choice_is_a_fixed_rule_of_the_cpu_and_the_shape(cpu, shape, expected):
+    assert onednn_pays(*shape, cpu) is expected
+
+
+def test_auto_never_times_anything(monkeypatch):
+    import tinyllm.cpu_matmul as cpu_matmul
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("the choice must not depend on a timing")
+
+    monkeypatch.setattr(cpu_matmul, "onednn_speedup", no_timing)
+    model = nn.Sequential(nn.Linear(96, 384), nn.Linear(384, 96))
+    expected = onednn_available() and cpu_matmul.this_cpu().onednn_is_faster
+    assert use_onednn_where_it_pays(model, 2048) == expected
+    assert use_onednn_where_it_pays(nn.Sequential(nn.Linear(96, 384)), 2048, ZEN5) == onednn_available()
+    assert not use_onednn_where_it_pays(nn.Sequential(nn.Linear(96, 384)), 2048, ZEN4)
+
+
+def test_this_cpu_reads_proc_cpuinfo():
+    cpu = this_cpu()
+    if Path("/proc/cpuinfo").exists():
+        assert cpu.vendor and cpu.family > 0 and cpu.flags
+    else:
+        assert cpu == CpuInfo()
 
 
 @pytest.mark.parametrize(
@@ -94,7 +137,7 @@ def test_the_choice_is_a_fixed_rule_of_the_shape():
 def test_trainer_applies_the_choice(cpu_matmul, expected):
     model = Regression()
     trainer = Trainer(model, regression_batches, TrainConfig(max_iters=3, device="cpu", cpu_matmul=cpu_matmul))
-    assert trainer.matmul == expected
+    assert trainer.runtime.matmul == expected
     assert isinstance(model.linear, OneDNNLinear) == (expected == "onednn")
     trainer.run(progress_bar=False)
     assert trainer.iter == 3

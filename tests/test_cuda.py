@@ -6,10 +6,9 @@ import math
 import pytest
 import torch
 
-from tinyllm import GPT, GPTConfig
+from tinyllm import GPT, GPTConfig, load, train
 from tinyllm.kv_cache import KVCache
 from tinyllm.plots import read_metrics
-from tinyllm.runs import load, train
 from tinyllm.sampling import SamplingParams, generate
 
 from .conftest import TINY_MODEL, TINY_TRAIN

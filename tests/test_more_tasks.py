@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyllm import GPTConfig
-from tinyllm.tasks import TASKS, get_task
+from tinyllm.tasks import IGNORE, TASKS, get_task
 
 
 def test_all_tasks_are_listed_with_a_description():
@@ -32,9 +32,11 @@ def test_sort_scores_only_the_output_and_holds_out_its_test_lists():
     torch.manual_seed(0)
     model = task.build_model(config)
     x, y = task.get_batch("train", 16, 12, torch.Generator().manual_seed(0))
-    y2 = y.clone()
-    y2[:, :5] = (y2[:, :5] + 1) % 10  # targets inside the unsorted prompt
-    assert torch.equal(model.loss((x, y)), model.loss((x, y2)))
+    assert (y[:, :6] == IGNORE).all() and (y[:, 6:] >= 0).all()  # the prompt's targets are not scored
+    assert torch.equal(y[:, 6:], x[:, :6].sort(dim=1).values)  # the scored targets: the sorted list
+    logits = model.gpt(x)[:, 6:]
+    by_hand = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), y[:, 6:].reshape(-1))
+    torch.testing.assert_close(model.loss((x, y)), by_hand)
     test = {tuple(r) for r in task.test_lists.tolist()}
     assert len(test) == len(task.test_lists) == 10_000
     train = task.draw_training_lists(20_000, torch.Generator().manual_seed(1))
@@ -66,8 +68,6 @@ def test_modadd_loss_is_the_answer_token_only():
     torch.manual_seed(0)
     model = task.build_model(GPTConfig(vocab_size=99, block_size=4, n_layer=1, n_head=4, n_embd=32))
     x, y = task.get_batch("train", 32, 4, torch.Generator().manual_seed(0))
-    y2 = y.clone()
-    y2[:, :3] = 0
-    assert torch.equal(model.loss((x, y)), model.loss((x, y2)))
+    assert (y[:, :3] == IGNORE).all() and torch.equal(y[:, 3], (x[:, 0] + x[:, 2]) % 97)
     logits = model.gpt(x)[:, -1]
     assert torch.allclose(model.loss((x, y)), torch.nn.functional.cross_entropy(logits, y[:, -1]))

@@ -155,13 +155,13 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
 def test_full_disk_is_a_clear_error(tmp_path, capsys, monkeypatch):
     import errno
 
-    import tinyllm.runs
+    import tinyllm.rundir
     from tinyllm.cli import main
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tinyllm.runs, "save_tensors", no_space)
+    monkeypatch.setattr(tinyllm.rundir, "save_tensors", no_space)
     code = main(
         [
             "train",

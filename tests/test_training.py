@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tinyllm.config import TrainConfig
 from tinyllm.cpu_matmul import onednn_available
 from tinyllm.errors import ConfigError
 from tinyllm.runs import Interrupted, train
-from tinyllm.training import TrainConfig, Trainer, make_optimizer
+from tinyllm.training import Trainer, make_optimizer
 
 from .conftest import TINY_MODEL, TINY_TRAIN, Regression, regression_batches
 
@@ -25,8 +26,8 @@ def test_trainer_is_generic_and_learns():
         TrainConfig(
             lr=0.05, max_iters=300, warmup_iters=10, eval_interval=100, eval_iters=2, device="cpu", weight_decay=0.0
         ),
-        on_step=records.append,
     )
+    trainer.add_callback("step", lambda trainer, record: records.append(record))
     trainer.run(progress_bar=False)
     assert [r["iter"] for r in records] == list(range(1, 301))
     assert records[-1]["test_loss"] < 1e-3

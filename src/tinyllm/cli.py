@@ -8,19 +8,20 @@ command line or config, 1 for a problem met while running (a missing file, a cor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
-import re
 import sys
-from dataclasses import fields
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import TinyLLMError, UsageError
+from .config import TrainConfig
+from .errors import ConfigError, TinyLLMError, UsageError
 from .model import GPTConfig
+from .sampling import SamplingParams
+from .settings import duration, positive_int
 from .tasks import TASKS
-from .training import TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,104 +31,91 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"tinyllm: error: {message} (see '{self.prog} --help')\n")
 
 
-# ---- value parsers: each turns a bad value into a one-line usage error ----
+# ---- flags made from the config dataclasses (see settings.py) ----
 
 
-def positive_int(text: str) -> int:
+def _text_parser(field: dataclasses.Field) -> Callable[[str], Any]:
+    """How to read a field's value typed as text: its own `parse`, else by its annotated type."""
+    if field.metadata.get("parse"):
+        return field.metadata["parse"]
+    kind = str(field.type)
+    if "int" in kind:
+        return lambda text: _convert(int, text, "an integer")
+    if "float" in kind:
+        return lambda text: _convert(float, text, "a number")
+    return str
+
+
+def _convert(kind: type, text: str, what: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"expected {what}, got {text!r}") from None
+
+
+def flag_type(field: dataclasses.Field) -> Callable[[str], Any]:
+    """argparse's `type=` for a field: parse the text, then run the field's own check, so that a bad
+    value is refused with the dataclass's words before anything runs."""
+    parse, check = _text_parser(field), field.metadata.get("check")
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+            if check is not None:
+                check(field.name, value)
+        except (ValueError, ConfigError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    return convert
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    return "--" + field.name.replace("_", "-")
+
+
+def add_config_flags(group, config_class: type, skip: tuple[str, ...] = (), **argument_options: Any) -> None:
+    """One flag per field of `config_class` (but those in `skip` or marked `flag=False`): --n-layer for n_layer."""
+    for field in dataclasses.fields(config_class):
+        meta = field.metadata
+        if not meta.get("flag", True) or field.name in skip:
+            continue
+        if str(field.type) == "bool":  # an on/off switch: --compile/--no-compile, --no-bias
+            if field.default is True:
+                group.add_argument(
+                    f"--no-{field.name.replace('_', '-')}", action="store_false", dest=field.name, help=meta["help"]
+                )
+            else:
+                group.add_argument(flag_name(field), action=argparse.BooleanOptionalAction, help=meta["help"])
+        elif meta.get("choices"):
+            group.add_argument(flag_name(field), choices=meta["choices"], help=meta["help"], **argument_options)
+        else:
+            group.add_argument(flag_name(field), type=flag_type(field), help=meta["help"], **argument_options)
+
+
+def checkpoint_every(text: str) -> tuple[str, float]:
+    """--checkpoint-interval: '200' -> every 200 steps; '90s', '5m' -> every so many seconds."""
+    try:
+        if text.strip().isdigit():
+            positive_int("--checkpoint-interval", int(text))
+            return ("checkpoint_interval", int(text))
+        return ("checkpoint_seconds", duration(text))
+    except (ValueError, ConfigError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def count(text: str, minimum: int) -> int:
+    """An integer typed on the command line, at least `minimum`."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
     return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    value = finite_float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
-
-
-def duration(text: str) -> float:
-    """Seconds from '300', '90s', '5m', '1h', '1m30s'."""
-    match = _DURATION.match(str(text).strip())
-    if not match or not any(match.groups()):
-        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 5m or 1h30m, got {text!r}")
-    h, m, s = (float(g) if g else 0.0 for g in match.groups())
-    seconds = 3600 * h + 60 * m + s
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
-    return seconds
-
-
-def checkpoint_interval(text: str) -> tuple[str, float]:
-    """'200' -> every 200 steps; '90s', '5m' -> every so many seconds."""
-    if text.strip().isdigit():
-        return ("checkpoint_interval", positive_int(text))
-    return ("checkpoint_seconds", duration(text))
 
 
 # ---- the parser ----
-
-MODEL_FLAGS = {  # flag -> (GPTConfig field, parser, help)
-    "--n-layer": ("n_layer", positive_int, "transformer blocks"),
-    "--n-head": ("n_head", positive_int, "attention heads (must divide --n-embd)"),
-    "--n-embd": ("n_embd", positive_int, "width of the model"),
-    "--block-size": ("block_size", positive_int, "context length in tokens"),
-    "--dropout": ("dropout", fraction, "dropout probability"),
-}
-TRAIN_FLAGS = {  # flag -> (TrainConfig field, parser, help)
-    "--batch-size": ("batch_size", positive_int, "sequences per micro-batch"),
-    "--grad-accum": ("grad_accum", positive_int, "micro-batches per optimizer step"),
-    "--lr": ("lr", positive_float, "peak learning rate"),
-    "--min-lr": ("min_lr", finite_float, "learning rate at the end of the cosine decay"),
-    "--warmup-iters": ("warmup_iters", non_negative_int, "iterations of linear warm-up"),
-    "--weight-decay": ("weight_decay", finite_float, "AdamW weight decay (matrices only)"),
-    "--grad-clip": ("grad_clip", finite_float, "clip the gradient norm (0: off)"),
-    "--eval-interval": ("eval_interval", positive_int, "evaluate and checkpoint every N iterations"),
-    "--eval-iters": ("eval_iters", positive_int, "batches per split in each evaluation"),
-    "--max-iters": ("max_iters", positive_int, "stop after N iterations"),
-    "--max-time": ("max_time", duration, "stop after this long: 300, 90s, 5m, 1h"),
-    "--checkpoint-interval": (
-        "checkpoint_interval",
-        checkpoint_interval,
-        "checkpoint every N steps or every 90s/5m (default: at each evaluation)",
-    ),
-    "--device": ("device", str, "auto (cuda, then mps, then cpu), cpu, cuda or mps"),
-    "--seed": ("seed", non_negative_int, "random seed (a CPU run with the same seed repeats exactly)"),
-}
 
 
 def build_parser() -> Parser:
@@ -146,25 +134,15 @@ def build_parser() -> Parser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = p.add_argument_group("model")
-    for flag, (_, kind, help_text) in MODEL_FLAGS.items():
-        group.add_argument(flag, type=kind, help=help_text)
-    group.add_argument("--no-bias", action="store_false", dest="bias", help="no biases in Linear/LayerNorm")
+    add_config_flags(p.add_argument_group("model"), GPTConfig)
     group = p.add_argument_group("training")
-    for flag, (_, kind, help_text) in TRAIN_FLAGS.items():
-        group.add_argument(flag, type=kind, help=help_text)
+    add_config_flags(group, TrainConfig, skip=("checkpoint_interval",))  # steps or seconds: below
     group.add_argument(
-        "--dtype", choices=("float32", "bfloat16", "float16"), help="autocast precision (default float32)"
+        "--checkpoint-interval",
+        type=checkpoint_every,
+        help="checkpoint every N steps or every 90s/5m (default: at each evaluation)",
     )
-    group.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: off)"
-    )
-    group.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's, one per core)")
-    group.add_argument(
-        "--cpu-matmul",
-        choices=("auto", "onednn", "default"),
-        help="who computes float32 products on the CPU: oneDNN where it is faster here (auto), always, or never",
-    )
+    group.add_argument("--threads", type=lambda t: count(t, 1), help="CPU threads (default: PyTorch's, one per core)")
     for task in TASKS.values():
         if task.options:
             group = p.add_argument_group(f"options of the {task.name} task")
@@ -183,23 +161,14 @@ def build_parser() -> Parser:
     p.add_argument("run", metavar="RUN", help="run directory, e.g. runs/shakespeare")
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument(
-        "--max-new-tokens", type=non_negative_int, default=None, help="tokens to generate (default: the task's)"
+        "--max-new-tokens", type=lambda t: count(t, 0), default=None, help="tokens to generate (default: the task's)"
     )
-    p.add_argument("--temperature", type=finite_float, default=1.0, help="0 is greedy; <1 safer, >1 wilder")
-    p.add_argument("--top-k", type=positive_int, default=None, help="sample from the k most likely tokens")
-    p.add_argument(
-        "--top-p", type=finite_float, default=None, help="sample from the smallest set with this much probability"
-    )
-    p.add_argument(
-        "--min-p",
-        type=finite_float,
-        default=None,
-        help="drop tokens below this fraction of the top token's probability",
-    )
-    p.add_argument("--repetition-penalty", type=finite_float, default=1.0, help=">1 discourages repeating tokens")
+    add_config_flags(p.add_argument_group("sampler"), SamplingParams, default=argparse.SUPPRESS)
     p.add_argument("--stop", action="append", default=None, help="stop when this text appears (repeatable)")
-    p.add_argument("--seed", type=non_negative_int, default=None, help="same seed, same text")
-    p.add_argument("--num-samples", type=positive_int, default=1, help="independent samples, decoded as one batch")
+    p.add_argument("--seed", type=lambda t: count(t, 0), default=None, help="same seed, same text")
+    p.add_argument(
+        "--num-samples", type=lambda t: count(t, 1), default=1, help="independent samples, decoded as one batch"
+    )
     p.add_argument(
         "--no-cache", action="store_true", help="recompute the whole context each step (slow; for comparison)"
     )
@@ -215,7 +184,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("eval", help="test loss and task metrics of a trained run")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--data", help="a local copy of the task's data file")
-    p.add_argument("--batches", type=positive_int, default=100, help="batches per split (default 100)")
+    p.add_argument("--batches", type=lambda t: count(t, 1), default=100, help="batches per split (default 100)")
     p.add_argument("--checkpoint", choices=("last", "best"), default="last")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -246,9 +215,24 @@ def read_toml(path: str) -> dict[str, Any]:
     return {key.replace("-", "_"): value for key, value in values.items()}
 
 
+def read_config_file(path: str, allowed: dict[str, dataclasses.Field | None]) -> dict[str, Any]:
+    """A --config TOML file's settings; a string where a field parses text (max_time = "2m") is parsed."""
+    values = read_toml(path)
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise UsageError(f"{path}: unknown keys: {', '.join(unknown)}")
+    for key, value in values.items():
+        field = allowed[key]
+        if field is not None and isinstance(value, str) and field.metadata.get("parse"):
+            try:
+                values[key] = field.metadata["parse"](value)
+            except ValueError as e:
+                raise UsageError(f"{path}: {key}: {e}") from None
+    return values
+
+
 def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
     from .runs import train
-    from .training import finish_distributed
 
     given = vars(args)
     if "threads" in given:
@@ -256,40 +240,28 @@ def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
 
         torch.set_num_threads(given["threads"])
     task_cls = TASKS[args.task]
-    model_fields = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
-    train_fields = {f.name for f in fields(TrainConfig)}
+    model_fields = {f.name: f for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"}
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     option_dests = {o.dest: (t.name, o.flag) for t in TASKS.values() for o in t.options}
+    own_options = {o.dest for o in task_cls.options}
 
     settings: dict[str, Any] = {}
-    if "config" in given:
-        file_values = read_toml(given["config"])
-        allowed = model_fields | train_fields | {o.dest for o in task_cls.options}
-        unknown = sorted(set(file_values) - allowed)
-        if unknown:
-            raise UsageError(f"{given['config']}: unknown keys: {', '.join(unknown)}")
-        if "max_time" in file_values and isinstance(file_values["max_time"], str):
-            try:
-                file_values["max_time"] = duration(file_values["max_time"])
-            except argparse.ArgumentTypeError as e:
-                raise UsageError(f"{given['config']}: max_time: {e}") from None
-        settings.update(file_values)
-    settings.update({k: v for k, v in given.items() if k in model_fields | train_fields | set(option_dests)})
+    if "config" in given:  # the file first: flags beat it
+        settings.update(
+            read_config_file(given["config"], {**model_fields, **train_fields, **dict.fromkeys(own_options)})
+        )
+    settings.update({k: v for k, v in given.items() if k in model_fields or k in train_fields or k in option_dests})
     if isinstance(settings.get("checkpoint_interval"), tuple):  # from the flag: steps or seconds
         key, value = settings.pop("checkpoint_interval")
         settings[key] = value
-
-    task_options = {}
     for dest, (task_name, flag) in option_dests.items():
-        if dest in settings and task_name != args.task and dest not in {o.dest for o in task_cls.options}:
+        if dest in settings and dest not in own_options:
             raise UsageError(f"{flag} is an option of the {task_name} task, not of {args.task}")
-    for option in task_cls.options:
-        if option.dest in settings:
-            task_options[option.dest] = settings.pop(option.dest)
 
     result = train(
         args.task,
         out_dir=given.get("out"),
-        task_options=task_options,
+        task_options={k: settings.pop(k) for k in own_options if k in settings},
         model_overrides={k: v for k, v in settings.items() if k in model_fields},
         train_overrides={k: v for k, v in settings.items() if k in train_fields},
         data_path=given.get("data"),
@@ -297,22 +269,18 @@ def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
         overwrite=given.get("overwrite", False),
         progress_bar=not given.get("no_progress", False),
     )
-    finish_distributed()  # after a torchrun job's training; on an error torchrun stops the other ranks
     loss = f"test loss {result.test_loss:.4f}" if result.test_loss is not None else "no evaluation"
     print(f"done: {result.iters} iterations in {result.elapsed_s:.0f}s, {loss}; run saved in {result.run_dir}")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
-    from .runs import load
+    from .inference import load
 
     run = load(args.run, checkpoint=args.checkpoint, device=args.device)
+    sampler = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingParams) if hasattr(args, f.name)}
     options = dict(
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty,
+        **sampler,
         stop=[s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop or []],  # "\n" typed in a shell
         seed=args.seed,
         use_cache=not args.no_cache,
@@ -337,7 +305,7 @@ def cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, parser: Parser) -> int:
-    from .runs import evaluate, load
+    from .inference import evaluate, load
 
     run = load(args.run, checkpoint=args.checkpoint, device=args.device)
     result = evaluate(run, data_path=args.data, batches=args.batches)
@@ -351,9 +319,9 @@ def cmd_eval(args: argparse.Namespace, parser: Parser) -> int:
 
 def cmd_plot(args: argparse.Namespace, parser: Parser) -> int:
     from .plots import plot_run
-    from .runs import read_run_config
+    from .rundir import RunDirectory
 
-    config = read_run_config(Path(args.run))
+    config = RunDirectory(args.run).read_config()
     for path in plot_run(Path(args.run), title=config["task"]):
         print(path)
     return 0

@@ -1,25 +1,35 @@
-"""Faster float32 matrix products for training on x86 CPUs, through oneDNN.
+"""Faster float32 matrix products for training on some x86 CPUs, through oneDNN.
 
 A float32 `nn.Linear` on an x86 CPU runs on Intel MKL's sgemm. PyTorch also ships oneDNN, with its
-own matrix kernels, and on processors where MKL does not use its widest code path (AMD's, for one)
-oneDNN is much faster: on the 2-core AMD EPYC these figures come from, MKL's sgemm ran at about
-220 GFLOP/s and oneDNN's at 420-470 (it uses AVX-512 there). The products are the same float32
-maths, summed in another order, so results agree to rounding (tests check outputs and gradients).
+own matrix kernels. Whether oneDNN is faster depends on the processor, not on the model:
+
+- on a 2-core AMD EPYC Zen 5 (full-width AVX-512), MKL's sgemm ran at about 220 GFLOP/s and
+  oneDNN's at 420-470, and training went 1.6-1.8x faster than Hugging Face's instead of ~1.2x;
+- on a Zen 4 EPYC (AVX-512 executed as two 256-bit halves) and on a Zen 3 EPYC (no AVX-512),
+  oneDNN did not pay: 0.4-1.3x on the reference product, noisy, mostly slower;
+- on Intel CPUs MKL takes its own widest code path: nothing to gain.
+
+The products are the same float32 maths, summed in another order, so results agree to rounding
+(tests check outputs and gradients).
 
 `OneDNNLinear` is an `nn.Linear` whose three products (forward, and the two of the backward pass)
-go through oneDNN. `use_onednn_linear(model)` turns a model's Linear layers into it, keeping the
-same parameters (so weight tying holds) and the same state_dict. The trainer does this for eager
-float32 training on the CPU when `onednn_pays()` says so: the model's largest product is big enough
-(on small ones oneDNN's fixed cost per call wins: a 256x32x128 product ran at 0.6x here) and this
-machine gains on a reference product (measured once per process, in about 20 ms). The rule depends
-on the shape and the machine, not on a noisy timing of each run, so the same run makes the same
-choice every time: runs repeat bit for bit, and a resumed run computes like the original.
+go through oneDNN (`torch.ops.mkldnn._linear_pointwise`, a private op of PyTorch's).
+`use_onednn_linear(model)` turns a model's Linear layers into it, keeping the same parameters (so
+weight tying holds) and the same state_dict. With `--cpu-matmul auto` the runtime does this when
+`onednn_pays(rows, in, out, cpu)` says so, a fixed rule: the CPU is one of the kind where it was
+measured to pay (`CpuInfo.onednn_is_faster`) and the model's largest product is big enough (on
+small ones oneDNN's fixed cost per call wins: a 256x32x128 product ran at 0.6x). No timing decides
+it, so a run makes the same choice every time on a machine, and a resumed run computes like the
+original. `--cpu-matmul onednn` or `default` overrides the rule; `benchmarks/train_speed.py`
+measures both on your machine.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -110,7 +120,8 @@ def use_onednn_linear(model: nn.Module) -> int:
 
 def onednn_speedup(rows: int, in_features: int, out_features: int, repeats: int = 5) -> float:
     """How much faster oneDNN does one Linear layer's three training products than PyTorch's default
-    path, on this machine (> 1: oneDNN wins). 0 if oneDNN is not available."""
+    path, on this machine (> 1: oneDNN wins). 0 if oneDNN is not available. For benchmarks and for
+    deciding `--cpu-matmul` by hand: training never times anything to choose."""
     if not onednn_available():
         return 0.0
     g = torch.Generator().manual_seed(0)
@@ -135,31 +146,55 @@ def onednn_speedup(rows: int, in_features: int, out_features: int, repeats: int 
     return min(times["default"]) / min(times["onednn"])
 
 
-MIN_MULTIPLY_ADDS = 2**24  # rows x in x out of the model's largest product; below it, keep the default
-MIN_MACHINE_SPEEDUP = 1.3  # oneDNN must beat the default by this much on the reference product
+@dataclass(frozen=True)
+class CpuInfo:
+    """What the rule needs to know of a processor: its vendor, family (AMD: 25 is Zen 3/4, 26 is
+    Zen 5) and feature flags, as /proc/cpuinfo lists them."""
+
+    vendor: str = ""
+    family: int = 0
+    flags: frozenset[str] = frozenset()
+
+    @property
+    def onednn_is_faster(self) -> bool:
+        """AMD Zen 5 or newer with AVX-512: where oneDNN's float32 kernels were measured to beat MKL's."""
+        return self.vendor == "AuthenticAMD" and self.family >= 26 and "avx512f" in self.flags
 
 
 @functools.cache
-def machine_speedup() -> float:
-    """oneDNN's speed-up on a reference product (1024 x 128 -> 512) on this machine, measured once."""
-    return onednn_speedup(1024, 128, 512, repeats=10)
+def this_cpu() -> CpuInfo:
+    """This machine's `CpuInfo`, read from /proc/cpuinfo (an empty one where there is none: macOS, Windows)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return CpuInfo()
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    family = info.get("cpu family", "0")
+    return CpuInfo(
+        info.get("vendor_id", ""), int(family) if family.isdigit() else 0, frozenset(info.get("flags", "").split())
+    )
 
 
-def onednn_pays(rows: int, in_features: int, out_features: int) -> bool:
-    """Whether a float32 CPU training step with this largest Linear product should use oneDNN."""
-    if rows * in_features * out_features < MIN_MULTIPLY_ADDS:
-        return False
-    return machine_speedup() >= MIN_MACHINE_SPEEDUP
+MIN_MULTIPLY_ADDS = 2**24  # rows x in x out of the model's largest product; below it, keep the default
 
 
-def use_onednn_where_it_pays(model: nn.Module, rows: int) -> bool:
+def onednn_pays(rows: int, in_features: int, out_features: int, cpu: CpuInfo | None = None) -> bool:
+    """Whether float32 CPU training whose largest Linear product is this big should use oneDNN."""
+    cpu = this_cpu() if cpu is None else cpu
+    return cpu.onednn_is_faster and rows * in_features * out_features >= MIN_MULTIPLY_ADDS
+
+
+def use_onednn_where_it_pays(model: nn.Module, rows: int, cpu: CpuInfo | None = None) -> bool:
     """`use_onednn_linear(model)` if `onednn_pays` for its largest Linear layer with `rows` tokens
-    per batch; returns whether it did."""
+    per batch on this CPU (or `cpu`); returns whether it did."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears or not onednn_available():
         return False
     largest = max(linears, key=lambda m: m.weight.numel())
-    if not onednn_pays(rows, largest.in_features, largest.out_features):
+    if not onednn_pays(rows, largest.in_features, largest.out_features, cpu):
         return False
     use_onednn_linear(model)
     return True

@@ -17,7 +17,7 @@ argument of `forward`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .settings import boolean, check_fields, fraction, from_dict, positive_int, setting
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -34,41 +35,30 @@ if TYPE_CHECKING:
 
 @dataclass
 class GPTConfig:
-    """The shape of a GPT. The defaults are the Shakespeare model's (3 blocks, 256 characters)."""
+    """The shape of a GPT. The defaults are the Shakespeare model's (3 blocks, 256 characters).
 
-    vocab_size: int = 65  # number of distinct tokens
-    block_size: int = 256  # longest context the model sees (it learns one embedding per position)
-    n_layer: int = 3  # transformer blocks
-    n_head: int = 4  # attention heads per block; n_embd must divide evenly among them
-    n_embd: int = 128  # width of the residual stream
-    dropout: float = 0.0  # 0 is best for tiny models trained for minutes; try 0.1-0.2 for long runs
-    bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
+    Each field is a `setting`: its help text and check also make the `tinyllm train` flag."""
+
+    vocab_size: int = setting(65, "number of distinct tokens (set by the task's tokenizer)", positive_int, flag=False)
+    block_size: int = setting(256, "context length in tokens (one learned embedding per position)", positive_int)
+    n_layer: int = setting(3, "transformer blocks", positive_int)
+    n_head: int = setting(4, "attention heads per block (must divide --n-embd)", positive_int)
+    n_embd: int = setting(128, "width of the residual stream", positive_int)
+    dropout: float = setting(0.0, "dropout probability (0 is best for tiny models trained for minutes)", fraction)
+    bias: bool = setting(True, "biases in Linear and LayerNorm layers, as in GPT-2", boolean)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_fields(self)
         if self.n_embd % self.n_head != 0:
             raise ConfigError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
                 "each head gets n_embd / n_head dimensions"
             )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
-            raise ConfigError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not isinstance(self.bias, bool):
-            raise ConfigError(f"bias must be true or false, got {self.bias!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GPTConfig:
         """Build a config from a dict (e.g. config.json), refusing keys it does not know."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**values)
+        return from_dict(cls, values, "model")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,7 +24,6 @@ fuses the small kernels and drops the Python; see `CompiledDecodeStep`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -33,33 +32,38 @@ import torch.nn.functional as F
 
 from .errors import UsageError, warn_compile_failed
 from .kv_cache import KVCache, window_start
+from .settings import (
+    boolean,
+    check_fields,
+    non_negative_int,
+    non_negative_number,
+    optional,
+    positive_int,
+    positive_number,
+    probability,
+    setting,
+    unit_interval,
+)
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick each next token. The defaults sample from the model's plain distribution."""
+    """How to pick each next token. The defaults sample from the model's plain distribution.
 
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float = 1.0
+    Each field is a `setting`: its check runs here, and its help text is `tinyllm sample`'s flag."""
+
+    temperature: float = setting(1.0, "0 is greedy; <1 safer, >1 wilder", non_negative_number)
+    top_k: int | None = setting(None, "sample from the k most likely tokens", optional(positive_int))
+    top_p: float | None = setting(
+        None, "sample from the smallest set of tokens with this much probability", optional(probability)
+    )
+    min_p: float | None = setting(
+        None, "drop tokens less likely than this fraction of the top token's probability", optional(unit_interval)
+    )
+    repetition_penalty: float = setting(1.0, ">1 discourages repeating tokens", positive_number)
 
     def __post_init__(self) -> None:
-        t = self.temperature
-        if not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise UsageError(f"temperature must be a finite number >= 0 (0 is greedy), got {t}")
-        if self.top_k is not None and (
-            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1
-        ):
-            raise UsageError(f"top_k must be an integer >= 1, got {self.top_k}")
-        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
-            raise UsageError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.min_p is not None and not (0.0 <= self.min_p <= 1.0):
-            raise UsageError(f"min_p must be in [0, 1], got {self.min_p}")
-        rp = self.repetition_penalty
-        if not isinstance(rp, (int, float)) or not math.isfinite(rp) or rp <= 0:
-            raise UsageError(f"repetition_penalty must be a finite number > 0, got {rp}")
+        check_fields(self)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seq: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -236,16 +240,13 @@ def stream(
     step through `torch.compile` (`CompiledDecodeStep`): the same tokens, faster once compiled.
     The arguments are checked at the call, before the first token is asked for.
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise UsageError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
+    non_negative_int("max_new_tokens", max_new_tokens)
     if idx.ndim != 2 or idx.shape[1] == 0:
         raise UsageError("the prompt must hold at least one token")
     block_size = model.config.block_size
     shift = default_shift(block_size) if shift is None else shift
-    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 1:
-        raise UsageError(f"shift must be an integer >= 1, got {shift}")
-    if not isinstance(compile, bool):
-        raise UsageError(f"compile must be true or false, got {compile!r}")
+    positive_int("shift", shift)
+    boolean("compile", compile)
     if compile and not use_cache:
         raise UsageError("compile speeds up the cached decode step: it cannot be combined with use_cache=False")
     decode_step = compiled_decode_step if compile else next_token_logits

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from .addition import Addition
-from .base import Task, TaskModel, TaskOption
+from .base import IGNORE, Task, TaskModel, TaskOption, score_last
 from .modadd import ModularAddition
 from .shakespeare import Shakespeare
 from .sort import Sort
@@ -28,4 +28,4 @@ def get_task(name: str) -> type[Task]:
         raise UsageError(f"unknown task {name!r}; the tasks are: {', '.join(TASKS)}") from None
 
 
-__all__ = ["TASKS", "Task", "TaskModel", "TaskOption", "get_task", "register"]
+__all__ = ["IGNORE", "TASKS", "Task", "TaskModel", "TaskOption", "get_task", "register", "score_last"]

@@ -3,8 +3,9 @@
 The lesson of the original tinyLLM: trained with plain next-token loss over the whole sequence,
 the model spends its effort predicting the *prompt* digits, which are random and cannot be
 predicted (2.3 nats each, forever). The loss that works scores only what the model must output:
-the answer digits. That loss belongs to the model, so it lives here, in `AnswerOnlyModel.loss`.
-`--loss full` trains the same model with the plain loss, to see the difference.
+the answer digits. So `get_batch` marks every prompt target `IGNORE` (`score_last`), and the
+model's cross-entropy skips them. `--loss full` trains the same model on every position, to see
+the difference.
 
 What the user sees: `1234567+89=` in, `1234656` out. What the model sees (N = --digits):
 
@@ -31,31 +32,15 @@ from __future__ import annotations
 import re
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError, UsageError
 from ..model import GPTConfig
 from ..sampling import SamplingParams, generate
+from ..settings import int_range
 from ..tokenizer import CharTokenizer
-from .base import Batch, Task, TaskModel, TaskOption
+from .base import Batch, Task, TaskModel, TaskOption, score_last
 
 PLUS, EQUALS = 10, 11  # token ids: digits are their own ids 0-9
-
-
-class AnswerOnlyModel(TaskModel):
-    """Cross-entropy on the answer digits only: the prompt positions are masked out of the loss."""
-
-    def __init__(self, gpt, answer_len: int) -> None:
-        super().__init__(gpt)
-        self.answer_len = answer_len
-
-    def loss(self, batch: Batch) -> torch.Tensor:
-        x, y = batch
-        logits = self.gpt(x)
-        # the last answer_len targets are the answer; everything before is the prompt
-        answer_logits = logits[:, -self.answer_len :]
-        answer_targets = y[:, -self.answer_len :]
-        return F.cross_entropy(answer_logits.reshape(-1, logits.size(-1)), answer_targets.reshape(-1))
 
 
 def _hash_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -79,20 +64,19 @@ class Addition(Task):
     continues_text = False
     test_size = 10_000
     train_defaults = dict(
-        batch_size=128,
-        lr=3e-3,
-        min_lr=1e-4,
-        warmup_iters=50,
-        max_time=180.0,
-        max_iters=None,
-        eval_interval=100,
-        eval_iters=4,
-        weight_decay=0.1,
+        batch_size=128,  # problems are short (32 tokens): many per step for a smooth gradient
+        lr=3e-3,  # high for a 0.4M-parameter model
+        min_lr=1e-4,  # decay far: the last digits of accuracy come at a low rate
+        warmup_iters=50,  # Adam's first steps are noisy
+        max_time=180.0,  # 100% on the test set within 3 minutes on a 2-core CPU
+        max_iters=None,  # time, not steps, is the budget
+        eval_interval=100,  # each evaluation also measures accuracy (2,000 greedy answers)
+        eval_iters=4,  # 4 x 128 problems per split: the loss is near 0 soon anyway
+        weight_decay=0.1,  # AdamW's usual
     )
 
     def __init__(self, digits: int = 10, loss: str = "answer") -> None:
-        if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= 15:
-            raise UsageError(f"--digits must be an integer from 1 to 15, got {digits}")
+        int_range(1, 15)("--digits", digits)
         if loss not in ("answer", "full"):
             raise UsageError(f"--loss must be 'answer' or 'full', got {loss!r}")
         super().__init__(digits=digits, loss=loss)
@@ -101,7 +85,12 @@ class Addition(Task):
         self.prompt_len = 2 * digits + 2  # a + b =
         self.answer_len = digits + 1
         self.default_max_new_tokens = self.answer_len
-        self.model_defaults = dict(block_size=self.prompt_len + self.answer_len - 1, n_layer=2, n_head=4, n_embd=128)
+        self.model_defaults = dict(
+            block_size=self.prompt_len + self.answer_len - 1,  # exactly one problem: a + b = sum
+            n_layer=2,  # one layer to gather the digits, one to carry
+            n_head=4,
+            n_embd=128,
+        )
         self.tokenizer = CharTokenizer("0123456789+=")
 
     # ---------------------------------------------------------------- problems
@@ -173,12 +162,10 @@ class Addition(Task):
             pick = torch.randint(len(self.test_a), (batch_size,), generator=generator)
             a, b = self.test_a[pick], self.test_b[pick]
         seq = self.encode(a, b)
-        return seq[:, :-1], seq[:, 1:]
+        x, y = seq[:, :-1], seq[:, 1:]
+        return x, (score_last(y, self.answer_len) if self.loss_kind == "answer" else y)
 
     # ---------------------------------------------------------------- model and metrics
-
-    def wrap(self, gpt) -> TaskModel:
-        return AnswerOnlyModel(gpt, self.answer_len) if self.loss_kind == "answer" else TaskModel(gpt)
 
     def check_config(self, config: GPTConfig) -> None:
         needed = self.prompt_len + self.answer_len - 1

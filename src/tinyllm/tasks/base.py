@@ -2,11 +2,16 @@
 
 A task is the unit of the collection. `tinyllm train NAME` looks one up by name, asks it for a
 tokenizer and batches, builds a GPT of the task's default shape, and trains the task's `TaskModel`
--- a thin `nn.Module` around the GPT whose `loss(batch)` decides what counts as a mistake. The
-plain language model scores every next token; the addition task scores only the answer digits.
+-- a thin `nn.Module` around the GPT whose `loss(batch)` decides what counts as a mistake.
 
-To write a task, subclass `Task` (and `TaskModel` if the loss differs), then register it in
-`tinyllm/tasks/__init__.py`. The README walks through one.
+Which predictions count is said once, in the batch: a target of `IGNORE` (-1) is not scored, as in
+minGPT's adder. The plain language model scores every next token; the addition task marks the
+prompt's targets `IGNORE` and so is scored on the answer digits only (`score_last`). One
+cross-entropy serves every task. A task whose loss is something else entirely sets `model_class`
+to its own `TaskModel` subclass: that is the one way to choose a task's model.
+
+To write a task, subclass `Task`, then `register` it (see `tinyllm/tasks/__init__.py`). The README
+walks through one.
 """
 
 from __future__ import annotations
@@ -19,12 +24,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..model import GPT, GPTConfig
+from ..runtime import Batch
 from ..tokenizer import CharTokenizer
-from ..training import Batch
+
+IGNORE = -1  # a target that the loss does not score
+
+
+def score_last(targets: torch.Tensor, n: int) -> torch.Tensor:
+    """A copy of `targets` (B, T) in which only the last `n` positions are scored (the rest: IGNORE)."""
+    scored = targets.clone()  # targets usually share memory with the inputs: never write into them
+    scored[:, : targets.shape[1] - n] = IGNORE
+    return scored
 
 
 class TaskModel(nn.Module):
-    """A GPT and the loss its task trains it with. The default: next-token cross-entropy everywhere."""
+    """A GPT and the loss its task trains it with: next-token cross-entropy on the scored targets."""
 
     def __init__(self, gpt: GPT) -> None:
         super().__init__()
@@ -34,10 +48,10 @@ class TaskModel(nn.Module):
         return self.gpt(idx)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Mean cross-entropy of predicting y[t] from x[..t], over every position of every row."""
+        """Mean cross-entropy of predicting y[t] from x[..t], over every target that is not IGNORE."""
         x, y = batch
         logits = self.gpt(x)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE)
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,7 @@ class Task:
         return self.wrap(GPT(config))
 
     def wrap(self, gpt: GPT) -> TaskModel:
-        """The task's model around a GPT: this is where the task's loss comes in."""
+        """The task's model around a GPT (`model_class`): this is where the task's loss comes in."""
         return self.model_class(gpt)
 
     def check_config(self, config: GPTConfig) -> None:

@@ -1,0 +1,201 @@
+"""Using a trained run: `load()` it, then complete, stream or sample prompts, or `evaluate()` it.
+
+    run = tinyllm.load("runs/shakespeare")      # a Run: .model (a GPT), .tokenizer, .task
+    run.complete("to be", max_new_tokens=100, temperature=0.8, seed=0)
+
+`Run` turns text into token ids with the task's tokenizer, hands them to the decode loop in
+`sampling.py` (which knows only token ids), and turns the ids back into text, holding back anything
+that might be the start of a stop string.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError, ConfigError, UsageError
+from .model import GPT, GPTConfig
+from .rundir import RunDirectory
+from .runtime import resolve_device
+from .sampling import SamplingParams, generate, stream
+from .settings import positive_int
+from .tasks import Task, get_task
+from .tokenizer import tokenizer_from_dict
+from .training import mean_loss
+
+
+def _stop_index(text: str, stops: list[str]) -> int:
+    """Where the first stop string begins in `text`, or -1."""
+    return min((text.find(s) for s in stops if s in text), default=-1)
+
+
+class Run:
+    """A trained model, its tokenizer and its task, ready to complete prompts."""
+
+    def __init__(self, run_dir: Path, model: GPT, task: Task, config: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self.model = model
+        self.task = task
+        self.tokenizer = task.tokenizer
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.run_dir)!r}, task={self.task.name!r}, params={self.model.num_params():,})"
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.transformer.wte.weight.device
+
+    def _prepare(self, prompt: str, seed: int | None, stop: str | list[str] | None, num_samples: int = 1):
+        if not isinstance(prompt, str) or prompt == "":
+            raise UsageError("the prompt is empty: give at least one character")
+        ids = self.task.encode_prompt(prompt)
+        idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.device)
+        generator = torch.Generator(device=self.device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        stop_ids = [self.tokenizer.encode(s) for s in stops if s]
+        return idx, generator, [s for s in stops if s], stop_ids
+
+    def _sampling(self, temperature, top_k, top_p, min_p, repetition_penalty) -> SamplingParams:
+        return SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
+
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int | None = None,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        use_cache: bool = True,
+        compile: bool = False,
+    ) -> Iterator[str]:
+        """Yield the completion of `prompt` piece by piece, as it is generated.
+
+        Text that might be the start of a stop string is held back until it is clear that it is
+        not, so a stop string is never shown.
+        """
+        # everything is checked here, before the first piece is asked for (a generator would wait)
+        params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+        max_new_tokens = self.task.default_max_new_tokens if max_new_tokens is None else max_new_tokens
+        idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop)
+        options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)
+        tokens = stream(self.model, idx, max_new_tokens, params, **options)  # checks its arguments now
+        return self._pieces(prompt, tokens, stops)
+
+    def _pieces(self, prompt: str, tokens: Iterator[torch.Tensor], stops: list[str]) -> Iterator[str]:
+        holdback = max((len(s) for s in stops), default=1) - 1
+        text, shown = "", 0
+        ids: list[int] = []
+        for token in tokens:
+            ids.append(int(token[0]))
+            if not self.task.continues_text:
+                continue
+            text = self.tokenizer.decode(ids)
+            cut = _stop_index(text, stops)
+            if cut >= 0:
+                yield text[shown:cut]
+                return
+            if len(text) - holdback > shown:
+                yield text[shown : len(text) - holdback]
+                shown = len(text) - holdback
+        final = self.task.decode_completion(prompt, ids)
+        cut = _stop_index(final, stops)
+        final = final if cut < 0 else final[:cut]
+        if final[shown:]:
+            yield final[shown:]
+
+    def complete(self, prompt: str, max_new_tokens: int | None = None, **options: Any) -> str:
+        """The completion of `prompt` (without the prompt). Options as in `stream`."""
+        return "".join(self.stream(prompt, max_new_tokens, **options))
+
+    def sample(
+        self,
+        prompt: str,
+        num_samples: int,
+        max_new_tokens: int | None = None,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        use_cache: bool = True,
+        compile: bool = False,
+    ) -> list[str]:
+        """`num_samples` completions of one prompt, decoded as one batch (the prompt is prefilled once)."""
+        positive_int("num_samples", num_samples)
+        params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+        max_new_tokens = self.task.default_max_new_tokens if max_new_tokens is None else max_new_tokens
+        idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop, num_samples)
+        options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)
+        out = generate(self.model, idx, max_new_tokens, params, **options)
+        texts = []
+        for row in out[:, idx.shape[1] :].tolist():
+            text = self.task.decode_completion(prompt, row)
+            cut = _stop_index(text, stops)
+            texts.append(text if cut < 0 else text[:cut])
+        return texts
+
+
+def load(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: str = "cpu") -> Run:
+    """Load a trained run: `tinyllm.load("runs/shakespeare").complete("to be")`.
+
+    `checkpoint` is "last" (model.safetensors) or "best" (best.safetensors, lowest test loss).
+    Only JSON and safetensors are read: loading never executes code from the run directory, and it
+    needs no lock: a run that is still training can be loaded (its files are replaced atomically).
+    """
+    if checkpoint not in ("last", "best"):
+        raise UsageError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    run = RunDirectory(run_dir)
+    config = run.read_config()
+    try:
+        model_config = GPTConfig.from_dict(config["model"])
+    except ConfigError as e:
+        raise CheckpointError(f"{run.path / 'config.json'}: {e}") from None
+    tokenizer = tokenizer_from_dict(run.read_tokenizer())
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise CheckpointError(
+            f"{run.path / 'tokenizer.json'} has {tokenizer.vocab_size} tokens but the model expects "
+            f"{model_config.vocab_size}"
+        )
+    try:
+        task = get_task(config["task"])(**config["task_options"])
+    except (UsageError, TypeError) as e:
+        raise CheckpointError(f"{run.path / 'config.json'}: {e}") from None
+    task.tokenizer = tokenizer
+    model = GPT(model_config)
+    run.load_weights(model, checkpoint)
+    model.to(resolve_device(device)).eval()
+    return Run(run.path, model, task, config)
+
+
+def evaluate(run: Run, data_path: str | None = None, batches: int = 100, seed: int = 0) -> dict[str, Any]:
+    """Test loss (and train loss) of a loaded run on `batches` fixed random batches, plus task metrics.
+
+    The same `mean_loss` as the trainer's evaluations, on more batches (and from another seed)."""
+    task = run.task
+    task.prepare(data_path, tokenizer=run.tokenizer)
+    task_model = task.wrap(run.model).eval()
+    block_size = run.model.config.block_size
+    batch_size = run.config["train"].get("batch_size", 32)
+    get_batch = lambda split, gen: task.get_batch(split, batch_size, block_size, gen)  # noqa: E731
+    result: dict[str, Any] = {"task": task.name, "run": str(run.run_dir)}
+    for split in ("train", "test"):
+        result[f"{split}_loss"] = mean_loss(task_model, get_batch, split, batches, seed=seed, device=run.device)
+    result.update(task.metrics(task_model, run.device, full=True))
+    return result

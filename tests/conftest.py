@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tinyllm import GPT, GPTConfig
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -37,6 +39,23 @@ TINY_CLI_FLAGS = [
     "1",
     "--no-progress",
 ]
+
+
+# decoder shapes for the KV cache and compiled-decoding parity tests
+CONFIGS = [
+    dict(vocab_size=17, block_size=16, n_layer=1, n_head=1, n_embd=8),
+    dict(vocab_size=29, block_size=24, n_layer=2, n_head=4, n_embd=32),
+    dict(vocab_size=65, block_size=32, n_layer=3, n_head=2, n_embd=48, bias=False),
+]
+
+
+def make_model(seed=0, sharpen=True, **kw):
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**kw)).eval()
+    if sharpen:  # random init makes near-uniform logits; sharpen them so greedy choices are clear-cut
+        with torch.no_grad():
+            model.transformer.wte.weight.mul_(20)
+    return model
 
 
 class Regression(nn.Module):

@@ -6,20 +6,9 @@ import sys
 
 import pytest
 
-TINY = [
-    "--n-layer",
-    "1",
-    "--n-head",
-    "2",
-    "--n-embd",
-    "32",
-    "--block-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--eval-iters",
-    "2",
-]
+from .conftest import TINY_CLI_FLAGS
+
+TINY = TINY_CLI_FLAGS
 
 
 def tinyllm(*args, cwd=None, check=True):

@@ -12,7 +12,7 @@ from tinyllm import sampling
 from tinyllm.kv_cache import KVCache
 from tinyllm.sampling import CompiledDecodeStep, SamplingParams, compiled_decode_step, generate
 
-from .test_engine import CONFIGS, make_model
+from .conftest import CONFIGS, make_model
 
 COMPILED_CONFIGS = CONFIGS[1:]  # two blocks with four heads, and three blocks without biases
 

@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyllm import GPT, GPTConfig
 from tinyllm.errors import UsageError
 from tinyllm.kv_cache import KVCache, window_start
 from tinyllm.sampling import (
@@ -18,21 +17,7 @@ from tinyllm.sampling import (
     stream,
 )
 
-CONFIGS = [
-    dict(vocab_size=17, block_size=16, n_layer=1, n_head=1, n_embd=8),
-    dict(vocab_size=29, block_size=24, n_layer=2, n_head=4, n_embd=32),
-    dict(vocab_size=65, block_size=32, n_layer=3, n_head=2, n_embd=48, bias=False),
-]
-
-
-def make_model(seed=0, sharpen=True, **kw):
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(**kw)).eval()
-    if sharpen:  # random init makes near-uniform logits; sharpen them so greedy choices are clear-cut
-        with torch.no_grad():
-            model.transformer.wte.weight.mul_(20)
-    return model
-
+from .conftest import CONFIGS, make_model
 
 # ---------------------------------------------------------------- KV cache parity
 

@@ -31,7 +31,6 @@ def test_causality_later_tokens_never_change_earlier_logits():
 def test_output_layer_is_tied_to_token_embedding():
     model = tiny()
     assert model.lm_head.weight is model.transformer.wte.weight
-    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
     # counted once: embeddings + 2 blocks + final LayerNorm
     n_embd, V, T, L = 16, 11, 16, 2
     block = (

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -277,5 +276,4 @@ def test_any_temperature_is_valid_or_a_usage_error(t):
 
 def test_environment_is_not_needed_for_loading(tiny_run, monkeypatch):
     monkeypatch.delenv("TINYLLM_DATA_DIR", raising=False)  # sampling a run needs no data
-    assert tinyllm.load(tiny_run).complete("a", max_new_tokens=3, seed=0)
-    assert os.environ.get("TINYLLM_DATA_DIR") is None
+    assert len(tinyllm.load(tiny_run).complete("a", max_new_tokens=3, seed=0)) == 3

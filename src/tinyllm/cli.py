@@ -1,4 +1,4 @@
-"""The `tinyllm` command: train, sample, eval, plot, tasks.
+"""The `tinyllm` command: train, sample, eval, plot, export, import, tasks.
 
 Mistakes are reported as one line on stderr: `tinyllm: error: ...`, exit status 2 for a bad
 command line or config, 1 for a problem met while running (a missing file, a corrupt checkpoint),
@@ -115,6 +115,30 @@ def count(text: str, minimum: int) -> int:
     return value
 
 
+def add_task_flags(parser: argparse.ArgumentParser) -> None:
+    """Each task option's flag, once, even where several tasks share it (--no-lowercase)."""
+    tasks_of: dict[str, list[str]] = {}
+    for task in TASKS.values():
+        for option in task.options:
+            tasks_of.setdefault(option.flag, []).append(task.name)
+    group = parser.add_argument_group("task options")
+    added = set()
+    for task in TASKS.values():
+        for option in task.options:
+            if option.flag in added:
+                continue
+            added.add(option.flag)
+            help_text = f"{option.help} ({', '.join(tasks_of[option.flag])})"
+            if option.store is not None:
+                group.add_argument(
+                    option.flag, dest=option.dest, action="store_const", const=option.store, help=help_text
+                )
+            else:
+                group.add_argument(
+                    option.flag, dest=option.dest, type=option.type, choices=option.choices, help=help_text
+                )
+
+
 # ---- the parser ----
 
 
@@ -134,6 +158,9 @@ def build_parser() -> Parser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--init", metavar="RUN_OR_HF_DIR", help="start from these weights and tokenizer (a run, or a GPT-2 folder)"
+    )
     add_config_flags(p.add_argument_group("model"), GPTConfig)
     group = p.add_argument_group("training")
     add_config_flags(group, TrainConfig, skip=("checkpoint_interval",))  # steps or seconds: below
@@ -143,18 +170,7 @@ def build_parser() -> Parser:
         help="checkpoint every N steps or every 90s/5m (default: at each evaluation)",
     )
     group.add_argument("--threads", type=lambda t: count(t, 1), help="CPU threads (default: PyTorch's, one per core)")
-    for task in TASKS.values():
-        if task.options:
-            group = p.add_argument_group(f"options of the {task.name} task")
-            for option in task.options:
-                if option.store is not None:
-                    group.add_argument(
-                        option.flag, dest=option.dest, action="store_const", const=option.store, help=option.help
-                    )
-                else:
-                    group.add_argument(
-                        option.flag, dest=option.dest, type=option.type, choices=option.choices, help=option.help
-                    )
+    add_task_flags(p)
 
     # sample
     p = sub.add_parser("sample", help="complete a prompt with a trained model")
@@ -192,6 +208,17 @@ def build_parser() -> Parser:
     # plot
     p = sub.add_parser("plot", help="redraw a run's loss plots from its metrics.jsonl")
     p.add_argument("run", metavar="RUN")
+
+    # export / import
+    p = sub.add_parser("export", help="write a run as a Hugging Face model folder (needs transformers)")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("out", metavar="OUT", help="the folder to write")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="which weights to export")
+    p.add_argument("--overwrite", action="store_true", help="replace what is in OUT")
+    p = sub.add_parser("import", help="make a run of a local GPT-2-family Hugging Face folder")
+    p.add_argument("hf_dir", metavar="HF_DIR")
+    p.add_argument("out", metavar="OUT", help="the run directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in OUT")
 
     sub.add_parser("tasks", help="list the tasks")
     return parser
@@ -242,7 +269,7 @@ def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
     task_cls = TASKS[args.task]
     model_fields = {f.name: f for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"}
     train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    option_dests = {o.dest: (t.name, o.flag) for t in TASKS.values() for o in t.options}
+    option_dests = {o.dest: o.flag for t in TASKS.values() for o in t.options}
     own_options = {o.dest for o in task_cls.options}
 
     settings: dict[str, Any] = {}
@@ -254,9 +281,10 @@ def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
     if isinstance(settings.get("checkpoint_interval"), tuple):  # from the flag: steps or seconds
         key, value = settings.pop("checkpoint_interval")
         settings[key] = value
-    for dest, (task_name, flag) in option_dests.items():
+    for dest, flag in option_dests.items():
         if dest in settings and dest not in own_options:
-            raise UsageError(f"{flag} is an option of the {task_name} task, not of {args.task}")
+            owners = [t.name for t in TASKS.values() if any(o.dest == dest for o in t.options)]
+            raise UsageError(f"{flag} is an option of the {' and '.join(owners)} task, not of {args.task}")
 
     result = train(
         args.task,
@@ -268,6 +296,7 @@ def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
         resume=given.get("resume", False),
         overwrite=given.get("overwrite", False),
         progress_bar=not given.get("no_progress", False),
+        init=given.get("init"),
     )
     loss = f"test loss {result.test_loss:.4f}" if result.test_loss is not None else "no evaluation"
     print(f"done: {result.iters} iterations in {result.elapsed_s:.0f}s, {loss}; run saved in {result.run_dir}")
@@ -313,7 +342,7 @@ def cmd_eval(args: argparse.Namespace, parser: Parser) -> int:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key:>16}: {value:.4f}" if isinstance(value, float) else f"{key:>16}: {value}")
+            print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
     return 0
 
 
@@ -327,6 +356,22 @@ def cmd_plot(args: argparse.Namespace, parser: Parser) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, parser: Parser) -> int:
+    from .hf import export_run
+
+    out = export_run(args.run, args.out, checkpoint=args.checkpoint, overwrite=args.overwrite)
+    print(f"exported {args.run} to {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, parser: Parser) -> int:
+    from .hf import import_hf
+
+    out = import_hf(args.hf_dir, args.out, overwrite=args.overwrite)
+    print(f"imported {args.hf_dir} as the text run {out}: tinyllm sample {out} --prompt ...")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace, parser: Parser) -> int:
     width = max(len(name) for name in TASKS)
     for name, task in TASKS.items():
@@ -334,7 +379,15 @@ def cmd_tasks(args: argparse.Namespace, parser: Parser) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot, "tasks": cmd_tasks}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "eval": cmd_eval,
+    "plot": cmd_plot,
+    "export": cmd_export,
+    "import": cmd_import,
+    "tasks": cmd_tasks,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,7 +168,7 @@ def load(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: str = 
     except ConfigError as e:
         raise CheckpointError(f"{run.path / 'config.json'}: {e}") from None
     tokenizer = tokenizer_from_dict(run.read_tokenizer())
-    if tokenizer.vocab_size != model_config.vocab_size:
+    if tokenizer.vocab_size > model_config.vocab_size:  # fewer is fine: GPT-2s often pad their vocabulary
         raise CheckpointError(
             f"{run.path / 'tokenizer.json'} has {tokenizer.vocab_size} tokens but the model expects "
             f"{model_config.vocab_size}"
@@ -197,5 +197,7 @@ def evaluate(run: Run, data_path: str | None = None, batches: int = 100, seed: i
     result: dict[str, Any] = {"task": task.name, "run": str(run.run_dir)}
     for split in ("train", "test"):
         result[f"{split}_loss"] = mean_loss(task_model, get_batch, split, batches, seed=seed, device=run.device)
+    if task.loss_in_bits_per_char(result["test_loss"]) is not None:
+        result["test_bits_per_char"] = task.loss_in_bits_per_char(result["test_loss"])
     result.update(task.metrics(task_model, run.device, full=True))
     return result

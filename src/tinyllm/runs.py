@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .checkpoint import load_model_tensors, load_tensors, read_json
 from .config import TrainConfig
 from .errors import TinyLLMError, UsageError
 from .model import GPTConfig
@@ -83,6 +84,31 @@ def resolve_settings(
     return Settings(task, saved["model"], train_config, tokenizer_from_dict(run.read_tokenizer()))
 
 
+def start_from(init: str | os.PathLike, settings: Settings, resume: bool, model_overrides: dict[str, Any]):
+    """--init: take the model's shape and tokenizer from a run or a Hugging Face folder; return its weights."""
+    from .hf import read_hf_folder
+
+    if resume:
+        raise UsageError("--init starts a new run from given weights; --resume continues a run: use one of them")
+    if not settings.task.exports_to_hf:
+        raise UsageError(f"--init is for the text and shakespeare tasks, not {settings.task.name}")
+    source = RunDirectory(init)
+    if (source.path / "config.json").is_file() and "task" in read_json(source.path / "config.json"):
+        saved = source.read_config()
+        config = GPTConfig.from_dict(saved["model"])
+        tokenizer = tokenizer_from_dict(source.read_tokenizer())
+        tensors, _ = load_tensors(source.path / "model.safetensors")
+    else:
+        config, tensors, tokenizer = read_hf_folder(init)
+    shape = config.to_dict()
+    for key, value in model_overrides.items():
+        if key != "dropout" and shape.get(key) != value:
+            raise UsageError(f"cannot change {key} of an --init model (it has {shape.get(key)})")
+    settings.model = {**shape, **model_overrides}
+    settings.tokenizer = tokenizer
+    return tensors
+
+
 def train(
     task_name: str,
     *,
@@ -94,22 +120,31 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress_bar: bool = True,
+    init: str | os.PathLike | None = None,
     log=print,
 ) -> TrainResult:
-    """Train task `task_name` into `out_dir` (default runs/TASK). Returns where it ended."""
+    """Train task `task_name` into `out_dir` (default runs/TASK). Returns where it ended.
+
+    `init`: a run directory or a Hugging Face GPT-2 folder to start from (its weights and tokenizer)."""
     run = RunDirectory(out_dir if out_dir is not None else Path("runs") / task_name)
     # 1. settings
     settings = resolve_settings(
         task_name, run, resume, dict(task_options or {}), dict(model_overrides or {}), dict(train_overrides or {})
     )
+    initial_weights = None
+    if init is not None:
+        initial_weights = start_from(init, settings, resume, dict(model_overrides or {}))
     task, train_config = settings.task, settings.train
     # 2. data and tokenizer
     task.prepare(data_path, tokenizer=settings.tokenizer)
-    model_config = GPTConfig.from_dict({**settings.model, "vocab_size": task.tokenizer.vocab_size})
+    # a new run's vocabulary is its tokenizer's; a resumed or --init model keeps its own (GPT-2s pad theirs)
+    model_config = GPTConfig.from_dict({"vocab_size": task.tokenizer.vocab_size, **settings.model})
     task.check_config(model_config)
     # 3. the model: the same seed gives the same initial weights
     torch.manual_seed(train_config.seed)
     model = task.build_model(model_config)
+    if initial_weights is not None:
+        load_model_tensors(model.gpt, initial_weights, Path(init))
     # 4. the runtime, for the whole life of the process group
     with process_group(train_config.device) as dist:
         runtime = Runtime(train_config, dist)
@@ -127,7 +162,7 @@ def train(
         try:
             resumed = _prepare_directory(run, trainer, settings, model_config, resume, overwrite, dist.is_main, log)
             if dist.is_main:
-                _write_run_as_it_trains(run, trainer, task_name)
+                _write_run_as_it_trains(run, trainer, task)
                 log(_describe(task_name, model, model_config, train_config, runtime, resumed_at=resumed))
             # 6. train
             trainer.run(progress_bar=progress_bar)
@@ -165,10 +200,18 @@ def _prepare_directory(run, trainer, settings, model_config, resume, overwrite, 
     return trainer.iter if resume else None
 
 
-def _write_run_as_it_trains(run: RunDirectory, trainer: Trainer, task_name: str) -> None:
+def _write_run_as_it_trains(run: RunDirectory, trainer: Trainer, task: Task) -> None:
     """The run directory's callbacks: a metrics line per step, plots per evaluation, checkpoints."""
-    trainer.add_callback("step", lambda trainer, record: run.append_metrics(record))
-    trainer.add_callback("eval", lambda trainer, record: plot_run(run.path, title=task_name))
+
+    def log_step(trainer: Trainer, record: dict[str, Any]) -> None:
+        if "test_loss" in record and task.loss_in_bits_per_char(record["test_loss"]) is not None:
+            record["test_bits_per_char"] = task.loss_in_bits_per_char(
+                record["test_loss"]
+            )  # comparable across tokenizers
+        run.append_metrics(record)
+
+    trainer.add_callback("step", log_step)
+    trainer.add_callback("eval", lambda trainer, record: plot_run(run.path, title=task.name))
     trainer.add_callback(
         "checkpoint", lambda trainer, is_best: run.save_checkpoint(trainer.model.gpt, trainer.state_dict(), is_best)
     )

@@ -108,8 +108,13 @@ class SymbolTokenizer:
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
 
-def tokenizer_from_dict(data: Any) -> CharTokenizer | SymbolTokenizer:
-    """Rebuild a tokenizer from its tokenizer.json contents."""
+def tokenizer_from_dict(data: Any):
+    """Rebuild a tokenizer from its tokenizer.json contents: tinyllm's own formats, or a Hugging Face
+    tokenizer.json (a BPE run's, or an imported model's; see `bpe.py`)."""
+    if isinstance(data, dict) and "model" in data and "pre_tokenizer" in data:
+        from .bpe import HFTokenizer
+
+        return HFTokenizer.from_dict(data)
     if isinstance(data, dict) and data.get("type") == "symbols" and isinstance(data.get("symbols"), list):
         try:
             return SymbolTokenizer([str(s) for s in data["symbols"]])

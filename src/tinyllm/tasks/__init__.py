@@ -8,8 +8,9 @@ from .base import IGNORE, Task, TaskModel, TaskOption, score_last
 from .modadd import ModularAddition
 from .shakespeare import Shakespeare
 from .sort import Sort
+from .text import Text
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (Shakespeare, Addition, Sort, ModularAddition)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Shakespeare, Text, Addition, Sort, ModularAddition)}
 
 
 def register(task: type[Task]) -> type[Task]:

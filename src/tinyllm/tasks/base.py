@@ -109,6 +109,10 @@ class Task:
         """
         return {}
 
+    def loss_in_bits_per_char(self, loss: float) -> float | None:
+        """A test loss (nats per token) in bits per character of text, for text tasks (None: not text)."""
+        return None
+
     # -- prompts: the user's text <-> what the model reads and writes --
     def encode_prompt(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -117,6 +121,9 @@ class Task:
         return self.tokenizer.decode(ids)
 
     default_max_new_tokens: int = 500
+    # True when a plain tokenizer reads the task's prompts (text, shakespeare): `tinyllm export` can
+    # then write a Hugging Face model folder of the run
+    exports_to_hf: ClassVar[bool] = False
     # True when a completion simply continues the prompt's text (shakespeare): the CLI then echoes
     # the prompt and streams characters as they come. False for answer tasks (addition), whose
     # answer is decoded once complete.

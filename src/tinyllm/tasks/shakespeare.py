@@ -3,23 +3,21 @@
 1.1 MB of Shakespeare's plays; the model reads 256 characters and predicts the next one. The text
 is lowercased by default, as in the original model: 39 characters instead of 65 make an easier
 first model (`--no-lowercase` keeps the case). The last 10% of the text is the test set.
+
+It is the `text` task on one known corpus: found (and checked against its SHA-256) by `data.py`
+instead of given with --data.
 """
 
 from __future__ import annotations
 
-import torch
-
-from ..data import TINY_SHAKESPEARE, find_corpus, random_windows, read_text, split
-from ..errors import ConfigError
-from ..model import GPTConfig
-from ..tokenizer import CharTokenizer
-from .base import Batch, Task, TaskOption
+from ..data import TINY_SHAKESPEARE, find_corpus, read_text
+from .text import LOWERCASE_OPTIONS, Text
 
 
-class Shakespeare(Task):
+class Shakespeare(Text):
     name = "shakespeare"
     description = "character-level tiny Shakespeare (3 blocks, 256 characters of context, lowercase)"
-    options = (TaskOption("--no-lowercase", "lowercase", "keep upper case (65 characters instead of 39)", store=False),)
+    options = LOWERCASE_OPTIONS
     # Chosen by measurement: the best test loss in 5 minutes on a 2-core laptop CPU. Narrower and
     # smaller batches won: in a fixed time, more optimizer steps beat a bigger model (see README).
     model_defaults = dict(
@@ -42,23 +40,7 @@ class Shakespeare(Task):
 
     def __init__(self, lowercase: bool = True) -> None:
         super().__init__(lowercase=lowercase)
-        self.lowercase = lowercase
+        self.task_options = {"lowercase": lowercase}  # the corpus is known: only the case is an option
 
-    def prepare(self, data_path: str | None = None, tokenizer: CharTokenizer | None = None) -> None:
-        path = find_corpus(TINY_SHAKESPEARE, data_path)
-        text = read_text(path)
-        self.tokenizer = tokenizer or CharTokenizer.from_text(text, lowercase=self.lowercase)
-        tokens = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
-        self.train_tokens, self.test_tokens = split(tokens, test_fraction=0.1)
-
-    def check_config(self, config: GPTConfig) -> None:
-        shortest = min(len(self.train_tokens), len(self.test_tokens))
-        if shortest < config.block_size + 1:
-            raise ConfigError(
-                f"block_size {config.block_size} is too long for this data: the test split has "
-                f"{shortest} tokens (use a smaller --block-size or a longer text)"
-            )
-
-    def get_batch(self, split: str, batch_size: int, block_size: int, generator: torch.Generator) -> Batch:
-        tokens = self.train_tokens if split == "train" else self.test_tokens
-        return random_windows(tokens, block_size, batch_size, generator)
+    def read_text(self, data_path: str | None) -> str:
+        return read_text(find_corpus(TINY_SHAKESPEARE, data_path))

@@ -1,4 +1,4 @@
-"""The `tinyllm` command: train, sample, eval, plot, export, import, tasks.
+"""The `tinyllm` command: train, sample, eval, plot, export, import, serve, tasks.
 
 Mistakes are reported as one line on stderr: `tinyllm: error: ...`, exit status 2 for a bad
 command line or config, 1 for a problem met while running (a missing file, a corrupt checkpoint),
@@ -220,6 +220,15 @@ def build_parser() -> Parser:
     p.add_argument("out", metavar="OUT", help="the run directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a run in OUT")
 
+    # serve
+    p = sub.add_parser("serve", help="a local web page that shows the models inside")
+    p.add_argument(
+        "path", nargs="?", default="runs", metavar="FOLDER_OR_RUN", help="runs folder or one run (default runs)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=lambda t: count(t, 0), default=8000, help="port (default 8000)")
+    p.add_argument("--open", action="store_true", help="open the page in the system's browser")
+
     sub.add_parser("tasks", help="list the tasks")
     return parser
 
@@ -372,6 +381,15 @@ def cmd_import(args: argparse.Namespace, parser: Parser) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, parser: Parser) -> int:
+    from .web import serve
+
+    if args.port > 65535:
+        raise UsageError(f"--port must be from 0 to 65535, got {args.port}")
+    serve(args.path, host=args.host, port=args.port, open_browser=args.open)
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace, parser: Parser) -> int:
     width = max(len(name) for name in TASKS)
     for name, task in TASKS.items():
@@ -386,6 +404,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "export": cmd_export,
     "import": cmd_import,
+    "serve": cmd_serve,
     "tasks": cmd_tasks,
 }
 

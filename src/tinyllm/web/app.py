@@ -1,0 +1,149 @@
+"""The web app behind `tinyllm serve`: a JSON API over the runs of a folder, and the page that uses it.
+
+    GET  /api/runs                      every run: task, parameters, steps, best test loss, last change
+    GET  /api/runs/NAME/metrics?since=N the run's metrics.jsonl records after iteration N
+    POST /api/runs/NAME/generate        sampler settings -> tokens as server-sent events
+    POST /api/runs/NAME/inspect         {"prompt"} -> tokens, attention, logit lens, sampler stages
+    GET  /api/runs/NAME/embeddings      token embeddings in 2-D (+ modadd's Fourier view, addition's digits)
+    GET  /                              the page (static files shipped in the package)
+
+Every mistake is a 4xx with a JSON body `{"error": "..."}` (422 for a malformed request); the model
+runs in worker threads, off the event loop, so a long generation never blocks the page for others.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from ..errors import TinyLLMError
+from ..sampling import SamplingParams
+from .library import RunLibrary, RunNotFound
+from .views import embeddings, inspect_prompt
+
+STATIC = Path(__file__).parent / "static"
+MAX_PROMPT_CHARS = 4000  # a prompt longer than this is refused (the models' contexts are far shorter)
+MAX_NEW_TOKENS = 2000  # per generation: enough for pages of text, not enough to tie up a worker for long
+MAX_STOPS = 8
+
+
+class Sampler(BaseModel):
+    """The sampler settings, as the Python keyword names. Ranges are checked by `SamplingParams`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)  # an unknown field is a 422, not ignored
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+
+    def params(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty)
+
+
+class GenerateRequest(Sampler):
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS)
+    max_new_tokens: int | None = Field(default=None, ge=0, le=MAX_NEW_TOKENS)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    stop: list[str] | None = Field(default=None, max_length=MAX_STOPS)
+
+
+class InspectRequest(Sampler):
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS)
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(root: str | Path, only: str | None = None) -> FastAPI:
+    """The app serving the runs in folder `root` (or only the run `only` inside it)."""
+    library = RunLibrary(Path(root), only)
+    app = FastAPI(title="tinyllm", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.library = library
+    _add_error_handlers(app)
+
+    @app.get("/api/runs")
+    def list_runs() -> dict[str, Any]:
+        return {"runs": [library.summary(name) for name in library.names()]}
+
+    @app.get("/api/runs/{name}/metrics")
+    def run_metrics(name: str, since: int = 0) -> dict[str, Any]:
+        return {"name": name, "records": library.metrics(name, since)}
+
+    @app.post("/api/runs/{name}/inspect")
+    async def inspect(name: str, request: InspectRequest) -> dict[str, Any]:
+        params = request.params()
+        run = await run_in_threadpool(library.run, name)
+        return await run_in_threadpool(inspect_prompt, run, request.prompt, params)
+
+    @app.get("/api/runs/{name}/embeddings")
+    async def run_embeddings(name: str) -> dict[str, Any]:
+        run = await run_in_threadpool(library.run, name)
+        return await run_in_threadpool(embeddings, run)
+
+    @app.post("/api/runs/{name}/generate")
+    async def generate(name: str, request: GenerateRequest) -> StreamingResponse:
+        run = await run_in_threadpool(library.run, name)
+        options = request.model_dump(exclude={"prompt", "max_new_tokens"})
+        # everything is checked here, before the stream starts: a mistake is a 400, not a broken stream
+        pieces = await run_in_threadpool(lambda: run.stream(request.prompt, request.max_new_tokens, **options))
+        return StreamingResponse(_events(pieces), media_type="text/event-stream")
+
+    @app.get("/")
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _events(pieces: Iterator[str]) -> Iterator[str]:
+    """Server-sent events: one `token` event per piece of text, then `done` with the whole text.
+    A sync generator: Starlette runs it in a worker thread."""
+    text = ""
+    try:
+        for piece in pieces:
+            text += piece
+            yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
+    except TinyLLMError as e:  # after the stream started, an error can only be an event
+        yield f"event: error\ndata: {json.dumps({'error': str(e)})}\n\n"
+        return
+    yield f"event: done\ndata: {json.dumps({'text': text})}\n\n"
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RunNotFound)
+    async def not_found(request: Request, exc: RunNotFound) -> JSONResponse:
+        return error(404, str(exc))
+
+    @app.exception_handler(TinyLLMError)
+    async def bad_request(request: Request, exc: TinyLLMError) -> JSONResponse:
+        return error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors()[:5]:
+            where = ".".join(str(part) for part in e.get("loc", ()) if part != "body") or "body"
+            problems.append(f"{where}: {e.get('msg', 'invalid')}")
+        return error(422, "; ".join(problems))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug: say so, keep serving
+        return error(500, f"internal error: {type(exc).__name__}")

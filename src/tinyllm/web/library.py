@@ -1,0 +1,128 @@
+"""The runs a server shows: found by name inside one folder, loaded once, reloaded when retrained.
+
+A run's NAME is its folder's name, directly inside the served folder. A name is looked up only
+among the folders that are there -- never joined onto a path -- so `../../etc/passwd`, an absolute
+path or a symlink that leads outside cannot reach anything but a "no such run" error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, TinyLLMError
+from ..inference import Run, load
+from ..model import GPTConfig
+from ..rundir import RunDirectory
+from ..tasks import TASKS, Task
+
+LOADED_RUNS = 4  # models kept in memory at once (least recently used dropped first)
+EXAMPLE_PROMPTS = {
+    "shakespeare": "to be",
+    "text": "The ",
+    "addition": "1234+5678=",
+    "sort": "3141592653=",
+    "modadd": "12+34=",
+}
+
+
+class RunNotFound(TinyLLMError):
+    """No run of that name in the served folder (a 404)."""
+
+
+class RunLibrary:
+    """The runs of one folder (or one run folder served on its own)."""
+
+    def __init__(self, root: Path, only: str | None = None) -> None:
+        self.root = root.resolve()
+        self.only = only  # serving one run folder: its name
+        self._loaded: OrderedDict[str, tuple[float, Run]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        if self.only is not None:
+            return [self.only]
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and (p / "config.json").is_file() and self._inside(p)
+        )
+
+    def _inside(self, path: Path) -> bool:
+        return path.resolve().parent == self.root  # a symlink to elsewhere is not a run of this folder
+
+    def path(self, name: str) -> Path:
+        """The folder of run `name`, which must be one of `names()`."""
+        if not isinstance(name, str) or name not in self.names():
+            raise RunNotFound(f"no run named {name!r} here")
+        return self.root / name
+
+    # ---- what the runs list shows ----
+
+    def summary(self, name: str) -> dict[str, Any]:
+        run = RunDirectory(self.path(name))
+        config = run.read_config()
+        try:
+            records = run.metrics()
+        except CheckpointError:
+            records = []
+        tests = [r["test_loss"] for r in records if "test_loss" in r]
+        task = TASKS.get(config["task"], Task)
+        files = [run.path / f for f in ("metrics.jsonl", "model.safetensors", "config.json") if (run.path / f).exists()]
+        modified = max(f.stat().st_mtime for f in files)
+        return {
+            "name": name,
+            "task": config["task"],
+            "params": _count_params(config["model"]),
+            "model": config["model"],
+            "steps": records[-1]["iter"] if records else 0,
+            "best_test_loss": min(tests) if tests else None,
+            "modified": modified,
+            "training": bool(records) and time.time() - modified < 30,  # written in the last 30 s
+            "has_weights": (run.path / "model.safetensors").exists(),
+            "continues_text": task.continues_text,  # the page shows the prompt before the completion
+            "example_prompt": EXAMPLE_PROMPTS.get(config["task"], ""),
+        }
+
+    def metrics(self, name: str, since: int = 0) -> list[dict[str, Any]]:
+        try:
+            records = RunDirectory(self.path(name)).metrics()
+        except CheckpointError:
+            return []
+        return [r for r in records if r.get("iter", 0) > since]
+
+    # ---- loaded models ----
+
+    def run(self, name: str) -> Run:
+        """The loaded run, reloaded when its weights changed on disk (a training wrote a checkpoint)."""
+        weights = self.path(name) / "model.safetensors"
+        if not weights.exists():
+            raise CheckpointError(f"{name} has no weights yet (has training saved a checkpoint?)")
+        stamp = weights.stat().st_mtime_ns
+        with self._lock:
+            cached = self._loaded.get(name)
+            if cached is not None and cached[0] == stamp:
+                self._loaded.move_to_end(name)
+                return cached[1]
+        run = load(self.path(name))
+        with self._lock:
+            self._loaded[name] = (stamp, run)
+            self._loaded.move_to_end(name)
+            while len(self._loaded) > LOADED_RUNS:
+                self._loaded.popitem(last=False)
+        return run
+
+
+def _count_params(model: dict[str, Any]) -> int | None:
+    """Parameters of a model config, without building the model (tied output layer counted once)."""
+    try:
+        c = GPTConfig.from_dict(model)
+    except TinyLLMError:
+        return None
+    C, bias = c.n_embd, 1 if c.bias else 0
+    # per block: 12 C^2 weights (qkv 3, out 1, MLP 4 + 4), 2 LayerNorm gains, 11 C of biases
+    per_block = 12 * C * C + 2 * C + 11 * C * bias
+    return (c.vocab_size + c.block_size) * C + c.n_layer * per_block + C * (1 + bias)

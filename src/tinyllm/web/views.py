@@ -1,0 +1,97 @@
+"""The numbers behind each view of the page, as JSON-ready dicts (the page draws exactly these).
+
+- `inspect_prompt`: tokens, every head's attention, the logit lens and the sampler's stages.
+- `embeddings`: the token embeddings in 2-D; modadd's Fourier spectrum; addition's accuracy per digit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import UsageError
+from ..inference import Run
+from ..inspection import STAGES, fourier_norms, logit_lens, pca_2d, sampler_stages, trace
+from ..sampling import SamplingParams
+
+CANDIDATES = 12  # next-token candidates shown per position
+MAX_INSPECT_TOKENS = 256  # attention is T x T per head: past this the page would carry megabytes
+
+
+def _r(t: torch.Tensor, digits: int = 4) -> list:
+    """A tensor as nested lists of rounded floats (smaller JSON, same picture)."""
+    return torch.round(t.float(), decimals=digits).tolist()
+
+
+def token_texts(run: Run, ids: list[int]) -> list[str]:
+    return [run.tokenizer.decode([i]) for i in ids]
+
+
+def inspect_prompt(run: Run, text: str, params: SamplingParams) -> dict[str, Any]:
+    """Everything the Next token, Attention and Logit lens views show for `text`."""
+    if not text:
+        raise UsageError("the prompt is empty: give at least one character")
+    ids = run.task.encode_prompt(text)
+    block_size = run.model.config.block_size
+    limit = min(block_size, MAX_INSPECT_TOKENS)
+    if len(ids) > limit:
+        raise UsageError(f"the text is {len(ids)} tokens; inspecting looks at {limit} at most: shorten it")
+    idx = torch.tensor([ids], device=run.device)
+    traced = trace(run.model, idx)
+    lens_probs, lens_ids = logit_lens(run.model, traced["residuals"])
+    n_layer = run.model.config.n_layer
+    return {
+        "tokens": token_texts(run, ids),
+        "ids": ids,
+        "attention": _r(traced["attention"]),  # layer x head x query x key
+        "logit_lens": {
+            "layers": ["embeddings"] + [f"block {i + 1}" for i in range(n_layer)],
+            "top_token": [token_texts(run, row) for row in lens_ids[..., 0].tolist()],
+            "top_prob": _r(lens_probs[..., 0]),
+        },
+        "stages": {"names": list(STAGES), "positions": _stages(run, traced["logits"], idx[0], params)},
+    }
+
+
+def _stages(run: Run, logits: torch.Tensor, ids: torch.Tensor, params: SamplingParams) -> list[dict[str, Any]]:
+    """For each position: the candidates for the next token and their probability at each stage."""
+    positions = []
+    for t in range(len(ids)):
+        stages = torch.stack(sampler_stages(logits[t], ids[: t + 1], params))  # (stages, V)
+        top = stages.max(dim=0).values.topk(min(CANDIDATES, stages.shape[1])).indices
+        candidates = [
+            {"id": int(i), "token": run.tokenizer.decode([int(i)]), "probs": _r(stages[:, i], 5)} for i in top.tolist()
+        ]
+        positions.append({"candidates": candidates, "kept": [int((s > 0).sum()) for s in stages]})
+    return positions
+
+
+@torch.no_grad()
+def embeddings(run: Run) -> dict[str, Any]:
+    """The token embeddings projected to 2-D, and the task's own picture (if it has one)."""
+    wte = run.model.transformer.wte.weight.detach().cpu()
+    vocab = run.tokenizer.vocab_size
+    result: dict[str, Any] = {
+        "labels": token_texts(run, list(range(vocab))),
+        "points": _r(pca_2d(wte[:vocab]), 3),
+    }
+    if run.task.name == "modadd":
+        P = run.task.P
+        result["fourier"] = {"frequencies": list(range(P // 2 + 1)), "norms": _r(fourier_norms(wte[:P]), 4)}
+    if run.task.name == "addition":
+        result["digit_accuracy"] = _addition_digit_accuracy(run)
+    return result
+
+
+def _addition_digit_accuracy(run: Run, problems: int = 500) -> dict[str, Any]:
+    """How often each answer digit (least significant first) is right, on held-out problems."""
+    task = run.task
+    task.prepare()
+    a, b = task.test_a[:problems], task.test_b[:problems]
+    prompt = task.encode(a, b)[:, : task.prompt_len].to(run.device)
+    from ..sampling import generate
+
+    written = generate(run.model, prompt, task.answer_len, SamplingParams(temperature=0))[:, task.prompt_len :].cpu()
+    truth = task.digits_of(a + b, task.answer_len)
+    return {"positions": list(range(1, task.answer_len + 1)), "accuracy": _r((written == truth).float().mean(0), 4)}

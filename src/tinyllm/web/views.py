@@ -35,13 +35,17 @@ def inspect_prompt(run: Run, text: str, params: SamplingParams) -> dict[str, Any
     ids = run.task.encode_prompt(text)
     block_size = run.model.config.block_size
     limit = min(block_size, MAX_INSPECT_TOKENS)
+    dropped = 0
     if len(ids) > limit:
-        raise UsageError(f"the text is {len(ids)} tokens; inspecting looks at {limit} at most: shorten it")
+        if not run.task.continues_text:
+            raise UsageError(f"the prompt is {len(ids)} tokens; inspecting looks at {limit} at most: shorten it")
+        dropped, ids = len(ids) - limit, ids[-limit:]  # the model's own window: the most recent tokens
     idx = torch.tensor([ids], device=run.device)
     traced = trace(run.model, idx)
     lens_probs, lens_ids = logit_lens(run.model, traced["residuals"])
     n_layer = run.model.config.n_layer
     return {
+        "dropped": dropped,  # tokens before the window (a text longer than the model's context)
         "tokens": token_texts(run, ids),
         "ids": ids,
         "attention": _r(traced["attention"]),  # layer x head x query x key

@@ -194,6 +194,7 @@ async function inspect(text) {
   });
   $("#inspect").hidden = false;
   const tokens = state.inspected.tokens;
+  $("#tokens").title = state.inspected.dropped ? `the first ${state.inspected.dropped} tokens are outside the model's window` : "";
   $("#tokens").replaceChildren(...tokens.map((t, i) => el("span", { class: "tok", "data-pos": i, text: visible(t), onclick: () => selectPosition(i) })));
   drawAttentionGrid();
   drawLogitLens();

@@ -56,7 +56,9 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "tinyllm", "serve", str(args.run), "--port", str(port)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "tinyllm", "serve", str(args.run), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -84,7 +86,13 @@ def run_load(base: str, args: argparse.Namespace, pid: int) -> dict:
 
     def client(i: int) -> None:
         while time.monotonic() < deadline:
-            body = {"_run": name, "prompt": "to be", "max_new_tokens": args.max_new_tokens, "seed": i, "temperature": 0.8}
+            body = {
+                "_run": name,
+                "prompt": "to be",
+                "max_new_tokens": args.max_new_tokens,
+                "seed": i,
+                "temperature": 0.8,
+            }
             with lock:
                 counts["started"] += 1
             status, done = stream_once(base, body)

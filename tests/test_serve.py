@@ -235,3 +235,22 @@ def test_a_non_loopback_host_is_warned_about():
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+@pytest.mark.parametrize("task, options", [("modadd", {}), ("addition", {"digits": 2})])
+def test_task_pictures_in_the_embeddings_view(task, options, tmp_path):
+    tinyllm.train(
+        task,
+        out_dir=tmp_path / task,
+        task_options=options,
+        model_overrides={"n_layer": 1, "n_head": 2, "n_embd": 16},
+        train_overrides={"max_iters": 2, "max_time": None, "eval_interval": 2, "eval_iters": 1},
+        progress_bar=False,
+        log=lambda *a: None,
+    )
+    body = TestClient(create_app(tmp_path)).get(f"/api/runs/{task}/embeddings").json()
+    if task == "modadd":
+        assert body["fourier"]["frequencies"] == list(range(49)) and abs(sum(body["fourier"]["norms"]) - 1) < 1e-3
+    else:
+        accuracy = body["digit_accuracy"]
+        assert accuracy["positions"] == [1, 2, 3] and all(0 <= a <= 1 for a in accuracy["accuracy"])

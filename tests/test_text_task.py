@@ -1,6 +1,7 @@
 """Your own text: the text task, the BPE tokenizer, and runs leaving and entering Hugging Face."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,10 @@ def test_bpe_run_resumes_exactly(corpus, tmp_path, monkeypatch):
         return [json.loads(line)["train_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
     assert losses(tmp_path / "resumed") == losses(straight.run_dir)
+    resumed = tinyllm.load(tmp_path / "resumed")
+    assert resumed.complete("Once", max_new_tokens=8, seed=1) == tinyllm.load(straight.run_dir).complete(
+        "Once", max_new_tokens=8, seed=1
+    )
     assert (tmp_path / "resumed" / "tokenizer.json").read_text() == (straight.run_dir / "tokenizer.json").read_text()
 
 
@@ -284,6 +289,19 @@ def test_export_then_import_gives_identical_weights_and_samples(bpe_run, tmp_pat
     assert code == 0
     tuned = tinyllm.load(tmp_path / "tuned")
     assert tuned.tokenizer.encode(UNICODE) == original.tokenizer.encode(UNICODE)  # the same tokenizer
+
+
+def test_an_exported_character_tokenizer_keeps_the_runs_lowercasing(corpus, tmp_path):
+    run_dir = train_text(corpus, tmp_path / "lower", lowercase=True).run_dir
+    assert main(["export", str(run_dir), str(tmp_path / "hf")]) == 0
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    assert tokenizer("HELLO There")["input_ids"] == tinyllm.load(run_dir).tokenizer.encode("hello there")
+
+
+def test_export_without_transformers_says_how_to_get_it(char_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
+    assert main(["export", str(char_run), str(tmp_path / "hf")]) == 1
+    assert ".[hf]" in capsys.readouterr().err and not (tmp_path / "hf").exists()
 
 
 def test_import_reads_gpt2_vocab_and_merges(bpe_run, tmp_path):

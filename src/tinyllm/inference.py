@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .bpe import HFTokenizer
 from .errors import CheckpointError, ConfigError, UsageError
 from .model import GPT, GPTConfig
 from .rundir import RunDirectory
@@ -168,7 +169,8 @@ def load(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: str = 
     except ConfigError as e:
         raise CheckpointError(f"{run.path / 'config.json'}: {e}") from None
     tokenizer = tokenizer_from_dict(run.read_tokenizer())
-    if tokenizer.vocab_size > model_config.vocab_size:  # fewer is fine: GPT-2s often pad their vocabulary
+    padded = isinstance(tokenizer, HFTokenizer) and tokenizer.vocab_size < model_config.vocab_size  # GPT-2s pad theirs
+    if tokenizer.vocab_size != model_config.vocab_size and not padded:
         raise CheckpointError(
             f"{run.path / 'tokenizer.json'} has {tokenizer.vocab_size} tokens but the model expects "
             f"{model_config.vocab_size}"

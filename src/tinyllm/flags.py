@@ -1,0 +1,157 @@
+"""Command-line flags made from the config dataclasses, and `--config` TOML files.
+
+Each field of `GPTConfig`, `TrainConfig` and `SamplingParams` is a `setting` (see `settings.py`);
+`add_config_flags` turns each into a flag (`n_layer` -> `--n-layer`) whose value is parsed from the
+text and then checked by the field's own check, so the command line refuses a bad value before
+anything runs, in the dataclass's words. A TOML file's keys are the same field names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ConfigError, UsageError
+from .settings import duration, positive_int
+from .tasks import TASKS
+
+
+def _text_parser(field: dataclasses.Field) -> Callable[[str], Any]:
+    """How to read a field's value typed as text: its own `parse`, else by its annotated type."""
+    if field.metadata.get("parse"):
+        return field.metadata["parse"]
+    kind = str(field.type)
+    if "int" in kind:
+        return lambda text: _convert(int, text, "an integer")
+    if "float" in kind:
+        return lambda text: _convert(float, text, "a number")
+    return str
+
+
+def _convert(kind: type, text: str, what: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"expected {what}, got {text!r}") from None
+
+
+def flag_type(field: dataclasses.Field) -> Callable[[str], Any]:
+    """argparse's `type=` for a field: parse the text, then run the field's own check, so that a bad
+    value is refused with the dataclass's words before anything runs."""
+    parse, check = _text_parser(field), field.metadata.get("check")
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+            if check is not None:
+                check(field.name, value)
+        except (ValueError, ConfigError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    return convert
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    return "--" + field.name.replace("_", "-")
+
+
+def add_config_flags(group, config_class: type, skip: tuple[str, ...] = (), **argument_options: Any) -> None:
+    """One flag per field of `config_class` (but those in `skip` or marked `flag=False`): --n-layer for n_layer."""
+    for field in dataclasses.fields(config_class):
+        meta = field.metadata
+        if not meta.get("flag", True) or field.name in skip:
+            continue
+        if str(field.type) == "bool":  # an on/off switch: --compile/--no-compile, --no-bias
+            if field.default is True:
+                group.add_argument(
+                    f"--no-{field.name.replace('_', '-')}", action="store_false", dest=field.name, help=meta["help"]
+                )
+            else:
+                group.add_argument(flag_name(field), action=argparse.BooleanOptionalAction, help=meta["help"])
+        elif meta.get("choices"):
+            group.add_argument(flag_name(field), choices=meta["choices"], help=meta["help"], **argument_options)
+        else:
+            group.add_argument(flag_name(field), type=flag_type(field), help=meta["help"], **argument_options)
+
+
+def checkpoint_every(text: str) -> tuple[str, float]:
+    """--checkpoint-interval: '200' -> every 200 steps; '90s', '5m' -> every so many seconds."""
+    try:
+        if text.strip().isdigit():
+            positive_int("--checkpoint-interval", int(text))
+            return ("checkpoint_interval", int(text))
+        return ("checkpoint_seconds", duration(text))
+    except (ValueError, ConfigError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def count(text: str, minimum: int) -> int:
+    """An integer typed on the command line, at least `minimum`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+    return value
+
+
+def add_task_flags(parser: argparse.ArgumentParser) -> None:
+    """Each task option's flag, once, even where several tasks share it (--no-lowercase)."""
+    tasks_of: dict[str, list[str]] = {}
+    for task in TASKS.values():
+        for option in task.options:
+            tasks_of.setdefault(option.flag, []).append(task.name)
+    group = parser.add_argument_group("task options")
+    added = set()
+    for task in TASKS.values():
+        for option in task.options:
+            if option.flag in added:
+                continue
+            added.add(option.flag)
+            help_text = f"{option.help} ({', '.join(tasks_of[option.flag])})"
+            if option.store is not None:
+                group.add_argument(
+                    option.flag, dest=option.dest, action="store_const", const=option.store, help=help_text
+                )
+            else:
+                group.add_argument(
+                    option.flag, dest=option.dest, type=option.type, choices=option.choices, help=help_text
+                )
+
+
+# ---- --config FILE ----
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path} is not valid TOML: {e}") from None
+    return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+def read_config_file(path: str, allowed: dict[str, dataclasses.Field | None]) -> dict[str, Any]:
+    """A --config TOML file's settings; a string where a field parses text (max_time = "2m") is parsed."""
+    values = read_toml(path)
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise UsageError(f"{path}: unknown keys: {', '.join(unknown)}")
+    for key, value in values.items():
+        field = allowed[key]
+        if field is not None and isinstance(value, str) and field.metadata.get("parse"):
+            try:
+                values[key] = field.metadata["parse"](value)
+            except ValueError as e:
+                raise UsageError(f"{path}: {key}: {e}") from None
+    return values

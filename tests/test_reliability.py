@@ -53,7 +53,7 @@ def wait_for_lines(run: Path, more_than: int, proc: subprocess.Popen, timeout: f
 def test_sigkill_at_any_moment_loses_nothing_but_the_last_steps(tmp_path):
     """12 SIGKILLs at varied moments, with a checkpoint every step (so many land inside writes)."""
     run = tmp_path / "run"
-    max_iters = 400
+    max_iters = 200
     schedule = ["--max-iters", str(max_iters), "--eval-interval", "10", "--checkpoint-interval", "1"]
     kills = 0
     for attempt in range(12):

@@ -54,8 +54,8 @@ def test_a_second_training_is_refused_and_the_first_runs_on(tmp_path):
     try:
         wait_for_metrics(run, first, lines=5)
         config_before = (run / "config.json").read_bytes()
-        for extra in ([], ["--resume"], ["--overwrite"]):
-            second = start_training(run, "--max-iters", "10", *extra)
+        seconds = [start_training(run, "--max-iters", "10", *extra) for extra in ([], ["--resume"], ["--overwrite"])]
+        for second in seconds:  # all three at once: each is refused
             _, err = second.communicate(timeout=60)
             lines = err.strip().splitlines()
             assert second.returncode == 1, err

@@ -82,13 +82,17 @@ def test_invalid_training_configs(kw):
 
 
 @pytest.mark.parametrize(
-    "cpu_matmul",
-    ["default", pytest.param("onednn", marks=pytest.mark.skipif(not onednn_available(), reason="no oneDNN"))],
+    "cpu_matmul, optimizer",
+    [
+        ("default", "adamw"),
+        pytest.param("onednn", "adamw", marks=pytest.mark.skipif(not onednn_available(), reason="no oneDNN")),
+        ("default", "muon"),  # Muon's momentum buffers are saved and restored too
+    ],
 )
-def test_resume_continues_iteration_count_and_learning_rate(tmp_path, monkeypatch, cpu_matmul):
+def test_resume_continues_iteration_count_and_learning_rate(tmp_path, monkeypatch, cpu_matmul, optimizer):
     settings = dict(
         model_overrides=TINY_MODEL,
-        train_overrides={**TINY_TRAIN, "max_iters": 30, "cpu_matmul": cpu_matmul},
+        train_overrides={**TINY_TRAIN, "max_iters": 30, "cpu_matmul": cpu_matmul, "optimizer": optimizer},
         progress_bar=False,
         log=lambda *a: None,
     )

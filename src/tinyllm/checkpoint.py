@@ -97,7 +97,7 @@ def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
     """Copy `tensors` into `model`, refusing missing, unexpected or wrongly-shaped weights by name."""
     expected = model_tensors(model)
     missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(k for k in set(tensors) - set(expected) if not k.startswith(("optimizer.", "rng.")))
+    unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         parts = []
         if missing:

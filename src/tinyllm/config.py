@@ -22,6 +22,7 @@ from .settings import (
     optional,
     positive_int,
     positive_number,
+    probability,
     setting,
 )
 
@@ -44,12 +45,21 @@ class TrainConfig:
         None, "learning rate at the end of the cosine decay (default: lr / 10)", optional(non_negative_number)
     )
     warmup_iters: int = setting(100, "iterations of linear warm-up (Adam's early steps are noisy)", non_negative_int)
+    schedule: str = setting(
+        "cosine",
+        "cosine (warm up, then a cosine to the floor) or wsd (warm up, stay, then decay over the last --decay-fraction)",
+        choices=("cosine", "wsd"),
+    )
+    decay_fraction: float = setting(0.2, "wsd: the last part of the budget spent decaying to the floor", probability)
     # -- when to stop: whichever budget runs out first --
     max_iters: int | None = setting(5000, "stop after N optimizer steps", optional(positive_int))
     max_time: float | None = setting(
         None, "stop after this long: 300, 90s, 5m, 1h", optional(positive_number), parse=duration
     )
-    # -- AdamW --
+    # -- the optimizer --
+    optimizer: str = setting(
+        "adamw", "adamw, or muon for the hidden matrices (AdamW for the rest; see optim.py)", choices=("adamw", "muon")
+    )
     weight_decay: float = setting(0.1, "AdamW weight decay (matrices only)", non_negative_number)
     beta1: float = setting(0.9, "Adam's beta1 (momentum)", fraction)
     beta2: float = setting(0.99, "Adam's beta2: a bit below the usual 0.999, as small batches are noisy", fraction)

@@ -101,10 +101,10 @@ def count(text: str, minimum: int) -> int:
 
 def add_task_flags(parser: argparse.ArgumentParser) -> None:
     """Each task option's flag, once, even where several tasks share it (--no-lowercase)."""
-    tasks_of: dict[str, list[str]] = {}
+    helps: dict[str, dict[str, list[str]]] = {}  # flag -> help text -> the tasks that say it
     for task in TASKS.values():
         for option in task.options:
-            tasks_of.setdefault(option.flag, []).append(task.name)
+            helps.setdefault(option.flag, {}).setdefault(option.help, []).append(task.name)
     group = parser.add_argument_group("task options")
     added = set()
     for task in TASKS.values():
@@ -112,7 +112,7 @@ def add_task_flags(parser: argparse.ArgumentParser) -> None:
             if option.flag in added:
                 continue
             added.add(option.flag)
-            help_text = f"{option.help} ({', '.join(tasks_of[option.flag])})"
+            help_text = "; ".join(f"{', '.join(names)}: {text}" for text, names in helps[option.flag].items())
             if option.store is not None:
                 group.add_argument(
                     option.flag, dest=option.dest, action="store_const", const=option.store, help=help_text

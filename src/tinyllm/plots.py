@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import CheckpointError
 
-STANDARD_KEYS = {"iter", "train_loss", "eval_train_loss", "test_loss", "lr", "tokens_per_s", "elapsed_s"}
+STANDARD_KEYS = {"iter", "train_loss", "eval_train_loss", "test_loss", "lr", "tokens_per_s", "elapsed_s", "epoch"}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -15,9 +15,10 @@ reader -- `tinyllm sample`, `eval`, `plot`, a second terminal -- sees the old ve
 one, never half a file; metrics.jsonl is only appended to, one whole line at a time.
 
 **The resume file** holds, besides the weights under their model names, the optimizer's tensors as
-`optimizer.<parameter index>.<name>` (AdamW: `exp_avg`, `exp_avg_sq`, `step`), the random states as
+`optimizer.<parameter index>.<name>` (AdamW: `exp_avg`, `exp_avg_sq`, `step`; with `--optimizer
+muon`, Muon's as `muon.<parameter index>.<name>`), the random states as
 `rng.batches` (the generator that draws training batches), `rng.torch` and `rng.cuda.<device>`, and
-in its JSON metadata the iteration, the seconds trained, the best test loss and the optimizer's
+in its JSON metadata the iteration, the seconds trained, the best test loss and the optimizers'
 parameter groups. Nothing in it is pickled.
 
 **One writer.** A training holds an OS-level advisory lock (`flock`) on `.lock` for its whole life;
@@ -202,18 +203,19 @@ class RunDirectory:
             return None
         tensors, meta = load_tensors(path)
         state = _unflatten_resume_state(tensors, meta, path)
-        weights = {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "rng."))}
+        weights = {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "muon.", "rng."))}
         load_model_tensors(model, weights, path)
         return state
 
 
 def _flatten_resume_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A trainer's `state_dict()` as safetensors tensors and JSON metadata (the names in the docstring)."""
-    optimizer = state["optimizer"]
+    optimizer, muon = state["optimizer"], state.get("muon")
     tensors: dict[str, torch.Tensor] = {}
-    for index, param_state in optimizer["state"].items():
-        for key, value in param_state.items():
-            tensors[f"optimizer.{index}.{key}"] = value
+    for prefix, saved in (("optimizer", optimizer), ("muon", muon)):
+        for index, param_state in (saved or {"state": {}})["state"].items():
+            for key, value in param_state.items():
+                tensors[f"{prefix}.{index}.{key}"] = value
     tensors["rng.batches"] = state["batch_rng"]
     tensors["rng.torch"] = state["torch_rng"]
     for i, cuda_state in enumerate(state["cuda_rng"]):
@@ -224,18 +226,22 @@ def _flatten_resume_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor
         "best_test_loss": state["best_test_loss"],
         "optimizer_param_groups": optimizer["param_groups"],
     }
+    if muon is not None:
+        meta["muon_param_groups"] = muon["param_groups"]
     return tensors, meta
 
 
 def _unflatten_resume_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> dict[str, Any]:
-    optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
+    states: dict[str, dict[int, dict[str, torch.Tensor]]] = {"optimizer": {}, "muon": {}}
     for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            optimizer_state.setdefault(int(index), {})[key] = value
+        if name.startswith(("optimizer.", "muon.")):
+            prefix, index, key = name.split(".", 2)
+            states[prefix].setdefault(int(index), {})[key] = value
+    muon_groups = meta.get("muon_param_groups")
     try:
         return {
-            "optimizer": {"state": optimizer_state, "param_groups": meta["optimizer_param_groups"]},
+            "optimizer": {"state": states["optimizer"], "param_groups": meta["optimizer_param_groups"]},
+            "muon": None if muon_groups is None else {"state": states["muon"], "param_groups": muon_groups},
             "batch_rng": tensors["rng.batches"],
             "torch_rng": tensors["rng.torch"],
             "cuda_rng": [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")],

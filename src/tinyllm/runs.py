@@ -162,7 +162,7 @@ def train(
         try:
             resumed = _prepare_directory(run, trainer, settings, model_config, resume, overwrite, dist.is_main, log)
             if dist.is_main:
-                _write_run_as_it_trains(run, trainer, task)
+                _write_run_as_it_trains(run, trainer, task, model_config.block_size)
                 log(_describe(task_name, model, model_config, train_config, runtime, resumed_at=resumed))
             # 6. train
             trainer.run(progress_bar=progress_bar)
@@ -200,10 +200,15 @@ def _prepare_directory(run, trainer, settings, model_config, resume, overwrite, 
     return trainer.iter if resume else None
 
 
-def _write_run_as_it_trains(run: RunDirectory, trainer: Trainer, task: Task) -> None:
+def _write_run_as_it_trains(run: RunDirectory, trainer: Trainer, task: Task, block_size: int) -> None:
     """The run directory's callbacks: a metrics line per step, plots per evaluation, checkpoints."""
 
+    sequences_per_step = trainer.config.batch_size * trainer.config.grad_accum * trainer.runtime.dist.world_size
+
     def log_step(trainer: Trainer, record: dict[str, Any]) -> None:
+        epochs = task.epochs(trainer.iter * sequences_per_step * block_size)
+        if epochs is not None:
+            record["epoch"] = round(epochs, 4)  # passes over the training tokens so far
         if "test_loss" in record and task.loss_in_bits_per_char(record["test_loss"]) is not None:
             record["test_bits_per_char"] = task.loss_in_bits_per_char(
                 record["test_loss"]

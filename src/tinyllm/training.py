@@ -3,9 +3,9 @@
 Nothing here is about GPT or Shakespeare (minGPT's lesson): the same loop trains any task, and a
 regression model in the tests. Read it in the order it runs:
 
-1. `make_optimizer`: AdamW, weight decay only on matrices (biases and LayerNorm gains are not
-   decayed: shrinking them towards zero only hurts).
-2. `Trainer.lr_at`: linear warm-up, then a cosine decay to a floor, fitted to the budget.
+1. `make_optimizers` (`optim.py`): AdamW, or Muon for the hidden matrices and AdamW for the rest.
+2. `Trainer.lr_at`: linear warm-up, then a cosine (or warm-up, stable, decay) down to a floor,
+   fitted to the budget.
 3. `Trainer.step`: one optimizer step over `grad_accum` micro-batches, with gradient clipping.
 4. `Trainer.evaluate`: the mean loss of each split on fixed batches (`mean_loss`), plus the task's
    own metrics.
@@ -35,22 +35,13 @@ import torch.nn as nn
 
 from .config import TrainConfig
 from .errors import TinyLLMError
+from .optim import make_optimizer, make_optimizers
 from .runtime import Batch, Runtime
+
+__all__ = ["Trainer", "make_optimizer", "mean_loss"]
 
 GetBatch = Callable[[str, torch.Generator], Batch]  # (split, generator) -> a batch on the CPU
 EVENTS = ("step", "eval", "checkpoint")  # what a callback can listen to
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with two parameter groups: matrices are decayed, vectors (biases, LayerNorm) are not."""
-    params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    # the fused kernel updates every parameter in one go; it exists for CPU and CUDA tensors
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
 
 
 @torch.no_grad()
@@ -108,7 +99,7 @@ class Trainer:
         self.loss_module = self.runtime.loss_module(self.model)
         self.get_batch = get_batch
         self.task_metrics = task_metrics
-        self.optimizer = make_optimizer(self.model, config, self.runtime.device)
+        self.optimizers = make_optimizers(self.model, config, self.runtime.device)  # [AdamW] or [AdamW, Muon]
         # each rank of a distributed run draws its own batches
         self.batch_generator = torch.Generator().manual_seed(config.seed + self.runtime.dist.rank)
         self.callbacks: dict[str, list[Callable[..., None]]] = defaultdict(list)
@@ -120,6 +111,11 @@ class Trainer:
     @property
     def device(self) -> torch.device:
         return self.runtime.device
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The AdamW optimizer (with Muon, the one for embeddings and vectors)."""
+        return self.optimizers[0]
 
     # ---- events ----
 
@@ -151,9 +147,15 @@ class Trainer:
         # 1) linear warm-up for warmup_iters steps
         if it < cfg.warmup_iters:
             return cfg.lr * (it + 1) / (cfg.warmup_iters + 1)
-        # 2) then a cosine from lr down to min_lr, following whichever budget (steps or time) is nearer its end
-        cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress(it, elapsed)))  # 1 -> 0
-        # 3) so a time-limited run reaches the floor right when its time is up
+        # 2) then follow whichever budget (steps or time) is nearer its end, so that a time-limited
+        #    run reaches the floor right when its time is up
+        progress = self.progress(it, elapsed)
+        if cfg.schedule == "wsd":
+            # 3a) warm-up, stable, decay: the peak rate until the last decay_fraction, then linearly down
+            left = min(1.0, (1.0 - progress) / cfg.decay_fraction)  # 1 until the decay starts, 0 at the end
+            return min_lr + left * (cfg.lr - min_lr)
+        # 3b) cosine: from lr down to min_lr over the whole budget
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
         return min_lr + cosine * (cfg.lr - min_lr)
 
     # ---- one step ----
@@ -163,8 +165,9 @@ class Trainer:
         cfg, rt = self.config, self.runtime
         t0 = time.perf_counter()
         lr = self.lr_at(self.iter, self.elapsed)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         total_loss, tokens = 0.0, 0
         for micro in range(cfg.grad_accum):
             batch = tuple(t.to(rt.device, non_blocking=True) for t in self.get_batch("train", self.batch_generator))
@@ -177,17 +180,19 @@ class Trainer:
             tokens += batch[0].numel()
         total_loss = self._agree_on_loss(total_loss)
         if not math.isfinite(total_loss):
-            self.optimizer.zero_grad(set_to_none=True)
+            self.model.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
                 f"the loss became {total_loss} at iteration {self.iter + 1}; stopping "
                 "(the last checkpoint is kept; try a lower --lr)"
             )
         if cfg.grad_clip > 0:
-            rt.scaler.unscale_(self.optimizer)
+            for optimizer in self.optimizers:
+                rt.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        rt.scaler.step(self.optimizer)
+        for optimizer in self.optimizers:
+            rt.scaler.step(optimizer)
         rt.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)  # frees the gradients instead of zeroing them
+        self.model.zero_grad(set_to_none=True)  # frees the gradients instead of zeroing them
         self.iter += 1
         dt = time.perf_counter() - t0
         return {"iter": self.iter, "train_loss": total_loss, "lr": lr, "tokens_per_s": tokens * rt.dist.world_size / dt}
@@ -279,7 +284,8 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything resuming needs besides the weights: optimizer, random generators, counters."""
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizers[0].state_dict(),
+            "muon": self.optimizers[1].state_dict() if len(self.optimizers) > 1 else None,
             "batch_rng": self.batch_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -289,7 +295,11 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        if (state.get("muon") is None) != (len(self.optimizers) == 1):
+            raise TinyLLMError("the checkpoint was saved with another --optimizer: resume with the run's own")
+        self.optimizers[0].load_state_dict(state["optimizer"])
+        if state.get("muon") is not None:
+            self.optimizers[1].load_state_dict(state["muon"])
         self.batch_generator.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
         cuda = state.get("cuda_rng") or []

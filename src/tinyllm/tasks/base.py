@@ -109,6 +109,10 @@ class Task:
         """
         return {}
 
+    def epochs(self, tokens_seen: int) -> float | None:
+        """Passes over the training data after `tokens_seen` tokens (None: the task draws fresh problems)."""
+        return None
+
     def loss_in_bits_per_char(self, loss: float) -> float | None:
         """A test loss (nats per token) in bits per character of text, for text tasks (None: not text)."""
         return None

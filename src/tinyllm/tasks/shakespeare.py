@@ -11,13 +11,13 @@ instead of given with --data.
 from __future__ import annotations
 
 from ..data import TINY_SHAKESPEARE, find_corpus, read_text
-from .text import LOWERCASE_OPTIONS, Text
+from .text import LOWERCASE_OPTIONS, TRAIN_FRACTION, Text
 
 
 class Shakespeare(Text):
     name = "shakespeare"
     description = "character-level tiny Shakespeare (3 blocks, 256 characters of context, lowercase)"
-    options = LOWERCASE_OPTIONS
+    options = (*LOWERCASE_OPTIONS, TRAIN_FRACTION)
     # Chosen by measurement: the best test loss in 5 minutes on a 2-core laptop CPU. Narrower and
     # smaller batches won: in a fixed time, more optimizer steps beat a bigger model (see README).
     model_defaults = dict(
@@ -38,9 +38,11 @@ class Shakespeare(Text):
         eval_iters=20,  # 20 x 8 x 256 = 41k tokens per split: a stable estimate, ~1 s
     )
 
-    def __init__(self, lowercase: bool = True) -> None:
-        super().__init__(lowercase=lowercase)
-        self.task_options = {"lowercase": lowercase}  # the corpus is known: only the case is an option
+    def __init__(self, lowercase: bool = True, train_fraction: float = 1.0) -> None:
+        super().__init__(lowercase=lowercase, train_fraction=train_fraction)
+        self.task_options = {"lowercase": lowercase}  # the corpus is known: only these are options
+        if train_fraction != 1:
+            self.task_options["train_fraction"] = train_fraction
 
     def read_text(self, data_path: str | None) -> str:
         return read_text(find_corpus(TINY_SHAKESPEARE, data_path))

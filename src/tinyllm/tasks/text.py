@@ -37,6 +37,12 @@ LOWERCASE_OPTIONS = (
     TaskOption("--lowercase", "lowercase", "fold the text to lower case", store=True),
     TaskOption("--no-lowercase", "lowercase", "keep upper case", store=False),
 )
+TRAIN_FRACTION = TaskOption(
+    "--train-fraction",
+    "train_fraction",
+    "train on the first F of the training split only (the test split unchanged): epochs pass quickly, to see overfitting",
+    type=float,
+)
 
 
 def read_corpus(path: str | Path) -> str:
@@ -69,6 +75,7 @@ class Text(Task):
         TaskOption("--tokenizer", "tokenizer", "char (default) or bpe", type=str, choices=("char", "bpe")),
         TaskOption("--vocab-size", "vocab_size", "tokens of the BPE vocabulary (default 1024)", type=int),
         TaskOption("--test-fraction", "test_fraction", "the last part of the text held out (default 0.1)", type=float),
+        TRAIN_FRACTION,
     )
     exports_to_hf = True
     # the Shakespeare model's shape and budget: a 5-minute CPU run (see shakespeare.py for the reasons)
@@ -91,6 +98,7 @@ class Text(Task):
         vocab_size: int | None = None,
         test_fraction: float = 0.1,
         data: str | None = None,
+        train_fraction: float = 1.0,
     ) -> None:
         if tokenizer not in ("char", "bpe"):
             raise UsageError(f"--tokenizer must be char or bpe, got {tokenizer!r}")
@@ -103,12 +111,20 @@ class Text(Task):
             check_vocab_size(vocab_size)
         if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
             raise UsageError(f"--test-fraction must be a number between 0 and 1, got {test_fraction}")
+        if (
+            isinstance(train_fraction, bool)
+            or not isinstance(train_fraction, (int, float))
+            or not 0 < train_fraction <= 1
+        ):
+            raise UsageError(f"--train-fraction must be a number in (0, 1], got {train_fraction}")
         options: dict[str, Any] = dict(lowercase=lowercase, tokenizer=tokenizer, test_fraction=test_fraction)
+        if train_fraction != 1:
+            options["train_fraction"] = train_fraction
         if vocab_size is not None:
             options["vocab_size"] = vocab_size
         super().__init__(**options, data=data)
         self.lowercase, self.tokenizer_kind, self.vocab_size = lowercase, tokenizer, vocab_size
-        self.test_fraction, self.data = float(test_fraction), data
+        self.test_fraction, self.data, self.train_fraction = float(test_fraction), data, float(train_fraction)
 
     def read_text(self, data_path: str | None) -> str:
         """The corpus: `--data`, or the path saved in the run (so that eval and --resume find it)."""
@@ -137,6 +153,7 @@ class Text(Task):
 
             self.tokenizer = CharTokenizer.from_text(text, lowercase=self.lowercase)
         self.train_tokens = self._encode(train_text)
+        self.train_tokens = self.train_tokens[: int(len(self.train_tokens) * self.train_fraction)]  # --train-fraction
         self.test_tokens = self._encode(test_text)
         self.test_chars_per_token = len(test_text) / max(1, len(self.test_tokens))
 
@@ -160,6 +177,10 @@ class Text(Task):
     def get_batch(self, split: str, batch_size: int, block_size: int, generator: torch.Generator) -> Batch:
         tokens = self.train_tokens if split == "train" else self.test_tokens
         return random_windows(tokens, block_size, batch_size, generator)
+
+    def epochs(self, tokens_seen: int) -> float | None:
+        """How many times training has gone through the training tokens (on average)."""
+        return tokens_seen / len(self.train_tokens)
 
     def loss_in_bits_per_char(self, loss: float) -> float | None:
         """A test loss (nats per token) as bits per character of test text."""

@@ -1,0 +1,114 @@
+"""Muon for the hidden matrices, the warm-up-stable-decay schedule, and epochs over a smaller training split."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import tinyllm
+from tinyllm import GPT, GPTConfig
+from tinyllm.config import TrainConfig
+from tinyllm.errors import ConfigError
+from tinyllm.optim import make_optimizers, muon_params
+from tinyllm.training import Trainer
+
+from .conftest import TINY_MODEL, TINY_TRAIN, Regression, regression_batches
+
+
+def test_muon_gets_the_hidden_matrices_and_adamw_the_rest_with_the_tied_embedding_once():
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16))
+    hidden, rest = muon_params(model)
+    names = {id(p): n for n, p in model.named_parameters()}  # named_parameters lists a tied tensor once
+    assert sorted(names[id(p)] for p in hidden) == sorted(
+        f"transformer.h.{i}.{m}.weight"
+        for i in range(2)
+        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    )
+    assert "transformer.wte.weight" in {names[id(p)] for p in rest} and "transformer.wpe.weight" in {
+        names[id(p)] for p in rest
+    }
+    assert model.lm_head.weight is model.transformer.wte.weight  # tying intact
+    everything = hidden + rest
+    assert len({id(p) for p in everything}) == len(everything) == len(list(model.parameters()))
+    adamw, muon = make_optimizers(model, TrainConfig(optimizer="muon"), torch.device("cpu"))
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    assert {id(p) for p in muon.param_groups[0]["params"]} == {id(p) for p in hidden}
+    assert {id(p) for g in adamw.param_groups for p in g["params"]} == {id(p) for p in rest}
+    (only,) = make_optimizers(model, TrainConfig(), torch.device("cpu"))
+    assert isinstance(only, torch.optim.AdamW)
+
+
+def test_muon_trains_a_tiny_gpt(tmp_path):
+    result = tinyllm.train(
+        "shakespeare",
+        out_dir=tmp_path / "r",
+        model_overrides=TINY_MODEL,
+        train_overrides={**TINY_TRAIN, "max_iters": 40, "optimizer": "muon", "lr": 1e-2},
+        progress_bar=False,
+        log=lambda *a: None,
+    )
+    assert result.test_loss < math.log(39) - 0.7  # well below guessing among the 39 characters
+    state = tinyllm.load(result.run_dir).model
+    assert state.lm_head.weight is state.transformer.wte.weight
+
+
+def test_wsd_warms_up_stays_then_decays_to_the_floor():
+    config = TrainConfig(
+        lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=100, schedule="wsd", decay_fraction=0.2, device="cpu"
+    )
+    trainer = Trainer(Regression(), regression_batches, config)
+    lrs = [trainer.lr_at(i, 0.0) for i in range(101)]
+    assert lrs[0] < lrs[5] < lrs[9] <= 1e-3  # warm-up
+    assert all(math.isclose(lr, 1e-3) for lr in lrs[10:81])  # stable until the last 20%
+    assert all(a > b for a, b in zip(lrs[80:100], lrs[81:101], strict=True))  # then straight down
+    assert math.isclose(lrs[90], 5.5e-4) and math.isclose(lrs[100], 1e-4)  # to the floor at the end
+    timed = Trainer(
+        Regression(),
+        regression_batches,
+        TrainConfig(lr=1e-3, min_lr=0.0, warmup_iters=0, max_iters=None, max_time=100, schedule="wsd", device="cpu"),
+    )
+    assert (
+        math.isclose(timed.lr_at(5, 70.0), 1e-3)
+        and math.isclose(timed.lr_at(5, 90.0), 5e-4)
+        and timed.lr_at(5, 100.0) == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "kw", [{"optimizer": "sgd"}, {"schedule": "linear"}, {"decay_fraction": 0}, {"decay_fraction": 1.5}]
+)
+def test_bad_values_are_clear_errors(kw):
+    with pytest.raises(ConfigError, match=next(iter(kw))):
+        TrainConfig(**kw)
+
+
+def test_resuming_with_another_optimizer_is_refused(tmp_path):
+    settings = dict(model_overrides=TINY_MODEL, progress_bar=False, log=lambda *a: None)
+    tinyllm.train("shakespeare", out_dir=tmp_path / "r", train_overrides={**TINY_TRAIN, "max_iters": 4}, **settings)
+    with pytest.raises(tinyllm.TinyLLMError, match="optimizer"):
+        tinyllm.train(
+            "shakespeare",
+            out_dir=tmp_path / "r",
+            resume=True,
+            train_overrides={"max_iters": 8, "optimizer": "muon"},
+            **settings,
+        )
+
+
+def test_a_smaller_training_split_counts_epochs(tmp_path):
+    result = tinyllm.train(
+        "shakespeare",
+        out_dir=tmp_path / "r",
+        task_options={"train_fraction": 0.001},
+        model_overrides=TINY_MODEL,
+        train_overrides=TINY_TRAIN,
+        progress_bar=False,
+        log=lambda *a: None,
+    )
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_tokens = int(int(1_115_394 * 0.9) * 0.001)  # the first 0.1% of the training split
+    per_step = TINY_TRAIN["batch_size"] * TINY_MODEL["block_size"]
+    assert [r["epoch"] for r in records] == [round(r["iter"] * per_step / train_tokens, 4) for r in records]
+    assert records[-1]["epoch"] > 1  # several passes over the small split in 20 steps
+    assert json.loads((result.run_dir / "config.json").read_text())["task_options"]["train_fraction"] == 0.001

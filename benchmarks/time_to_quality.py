@@ -1,0 +1,94 @@
+"""Time to quality: how good is the model when the time is up? Recipes compared at one wall-clock budget.
+
+    TINYLLM_DATA_DIR=../shared/data python benchmarks/time_to_quality.py --budget 5m --seeds 1 2 \
+        --recipes default muon wsd muon-wsd [--lowercase] [--out results.json]
+
+Each recipe is `tinyllm train shakespeare` (cased unless --lowercase) with a few flags changed, run
+in its own process for the same `--max-time`; recipes alternate within each seed (A B C D, A B C D,
+...) so that a noisy spell of the machine hits them all. Each run is then scored like the README's
+figures, by `tinyllm eval RUN --json` (100 batches). Prints one JSON object: the CPU, and per run the
+final and best test loss, steps and tokens trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare`
+    "default": [],
+    "muon": ["--optimizer", "muon"],
+    "wsd": ["--schedule", "wsd"],
+    "muon-wsd": ["--optimizer", "muon", "--schedule", "wsd"],
+    "adamw": ["--optimizer", "adamw", "--schedule", "cosine"],
+}
+
+
+def cpu_name() -> str:
+    """The CPU's model name, family and model (AMD: family 25 is Zen 3/4, 26 is Zen 5), from /proc/cpuinfo."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown"
+    info: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
+
+
+def run_recipe(name: str, flags: list[str], seed: int, budget: str, lowercase: bool, folder: Path) -> dict:
+    out = folder / f"{name}-seed{seed}"
+    case = [] if lowercase else ["--no-lowercase"]
+    command = [sys.executable, "-m", "tinyllm", "train", "shakespeare", "--out", str(out), "--max-time", budget]
+    subprocess.run(
+        [*command, *case, *flags, "--seed", str(seed), "--no-progress", "--overwrite"], check=True, capture_output=True
+    )
+    evaluated = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "tinyllm", "eval", str(out), "--json"], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    config = json.loads((out / "config.json").read_text())
+    tokens = records[-1]["iter"] * config["train"]["batch_size"] * config["model"]["block_size"]
+    return {
+        "recipe": name,
+        "flags": flags,
+        "seed": seed,
+        "test_loss": round(evaluated["test_loss"], 4),
+        "best_eval_test_loss": round(min(r["test_loss"] for r in records if "test_loss" in r), 4),
+        "steps": records[-1]["iter"],
+        "tokens": tokens,
+        "seconds": records[-1]["elapsed_s"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", default="5m", help="each run's --max-time")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1337])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--lowercase", action="store_true", help="lowercase text (default: cased, as nanoGPT)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    runs = []
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in args.seeds:
+            for name in args.recipes:  # alternate: A B C, A B C, ...
+                runs.append(run_recipe(name, RECIPES[name], seed, args.budget, args.lowercase, Path(folder)))
+                print(json.dumps(runs[-1]), file=sys.stderr)
+    result = {"cpu": cpu_name(), "budget": args.budget, "cased": not args.lowercase, "runs": runs}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,7 @@ import tinyllm
 from tinyllm import GPT, GPTConfig
 from tinyllm.config import TrainConfig
 from tinyllm.errors import ConfigError
-from tinyllm.optim import make_optimizers, muon_params
+from tinyllm.optim import Muon, make_optimizers, muon_params, orthogonalize
 from tinyllm.training import Trainer
 
 from .conftest import TINY_MODEL, TINY_TRAIN, Regression, regression_batches
@@ -32,11 +32,31 @@ def test_muon_gets_the_hidden_matrices_and_adamw_the_rest_with_the_tied_embeddin
     everything = hidden + rest
     assert len({id(p) for p in everything}) == len(everything) == len(list(model.parameters()))
     adamw, muon = make_optimizers(model, TrainConfig(optimizer="muon"), torch.device("cpu"))
-    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    assert isinstance(muon, Muon) and isinstance(adamw, torch.optim.AdamW)
     assert {id(p) for p in muon.param_groups[0]["params"]} == {id(p) for p in hidden}
     assert {id(p) for g in adamw.param_groups for p in g["params"]} == {id(p) for p in rest}
     (only,) = make_optimizers(model, TrainConfig(), torch.device("cpu"))
     assert isinstance(only, torch.optim.AdamW)
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="PyTorch has no torch.optim.Muon (before 2.9)")
+def test_our_float32_muon_is_pytorchs_update():
+    """The same steps as torch.optim.Muon, which computes its Newton-Schulz in bfloat16: equal to that precision."""
+    torch.manual_seed(0)
+    ours_w, theirs_w = torch.randn(48, 144), None
+    theirs_w = ours_w.clone()
+    ours = Muon([ours_w], lr=0.01, weight_decay=0.1)
+    theirs = torch.optim.Muon([theirs_w], lr=0.01, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    start = ours_w.clone()
+    for _ in range(3):
+        gradient = torch.randn(48, 144)
+        ours_w.grad, theirs_w.grad = gradient.clone(), gradient.clone()
+        ours.step()
+        theirs.step()
+    moved = (theirs_w - start).norm()
+    assert (ours_w - theirs_w).norm() < 0.01 * moved  # the same update, to bfloat16's precision
+    singular = torch.linalg.svdvals(orthogonalize(torch.randn(40, 90)))
+    assert singular.min() > 0.5 and singular.max() < 1.3  # about orthogonal: every direction moves alike
 
 
 def test_muon_trains_a_tiny_gpt(tmp_path):

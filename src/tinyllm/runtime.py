@@ -187,6 +187,14 @@ class Runtime:
         module = loss_module.eager if isinstance(loss_module, CompiledOrEager) else loss_module
         return module.no_sync() if hasattr(module, "no_sync") else contextlib.nullcontext()
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether `flag` holds on any rank of the job (so that every rank takes the same decision)."""
+        if not self.dist.enabled:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return value.item() > 0
+
     def describe(self) -> str:
         """One line for the training log: device, threads, precision, processes."""
         parts = [

@@ -112,11 +112,6 @@ class Trainer:
     def device(self) -> torch.device:
         return self.runtime.device
 
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        """The AdamW optimizer (with Muon, the one for embeddings and vectors)."""
-        return self.optimizers[0]
-
     # ---- events ----
 
     def add_callback(self, event: str, callback: Callable[..., None]) -> None:
@@ -134,11 +129,8 @@ class Trainer:
         """How far through its budget the run is, 0..1: the larger of the iteration and time fractions."""
         it = self.iter if it is None else it
         elapsed = self.elapsed if elapsed is None else elapsed
-        fractions = []
-        if self.config.max_iters is not None:
-            fractions.append(it / self.config.max_iters)
-        if self.config.max_time is not None:
-            fractions.append(elapsed / self.config.max_time)
+        cfg = self.config  # (a budget that is not set counts as 0: at least one is set)
+        fractions = [it / cfg.max_iters if cfg.max_iters else 0.0, elapsed / cfg.max_time if cfg.max_time else 0.0]
         return min(1.0, max(fractions))
 
     def lr_at(self, it: int, elapsed: float) -> float:
@@ -178,7 +170,8 @@ class Trainer:
             rt.scaler.scale(loss).backward()
             total_loss += loss.item()
             tokens += batch[0].numel()
-        total_loss = self._agree_on_loss(total_loss)
+        if self.runtime.any_rank(not math.isfinite(total_loss)):  # every rank stops if any loss is not finite
+            total_loss = math.nan
         if not math.isfinite(total_loss):
             self.model.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
@@ -196,14 +189,6 @@ class Trainer:
         self.iter += 1
         dt = time.perf_counter() - t0
         return {"iter": self.iter, "train_loss": total_loss, "lr": lr, "tokens_per_s": tokens * rt.dist.world_size / dt}
-
-    def _agree_on_loss(self, loss: float) -> float:
-        """In a distributed run every rank must stop if any rank's loss is not finite."""
-        if not self.runtime.dist.enabled:
-            return loss
-        flag = torch.tensor([0.0 if math.isfinite(loss) else 1.0], device=self.device)
-        torch.distributed.all_reduce(flag)
-        return loss if flag.item() == 0 else math.nan
 
     # ---- evaluation ----
 
@@ -233,13 +218,9 @@ class Trainer:
 
     def agree_to_stop(self) -> bool:
         """`done()`, agreed by every rank: clocks and Ctrl-C differ between processes, steps must not."""
-        stop = self.done()
-        if self.runtime.dist.enabled:
-            flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop = flag.item() > 0
-            if stop and not self.done():
-                self.interrupted = True  # another rank stopped (time up or Ctrl-C): stop with it
+        stop = self.runtime.any_rank(self.done())
+        if stop and not self.done():
+            self.interrupted = True  # another rank stopped (time up or Ctrl-C): stop with it
         return stop
 
     def run(self, progress_bar: bool = True) -> None:

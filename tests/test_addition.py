@@ -4,28 +4,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyllm import GPTConfig
-from tinyllm.errors import UsageError
+from tinyllm.errors import ConfigError, UsageError
 from tinyllm.tasks import IGNORE, TaskModel, get_task
+from tinyllm.tasks.addition_problems import EDGE_CLASSES, draw_problems, edge_set, number_length, to_digits
 
 
-def addition(digits=3, loss="answer"):
-    task = get_task("addition")(digits=digits, loss=loss)
+def addition(digits=3, loss="answer", positions="learned"):
+    task = get_task("addition")(digits=digits, loss=loss, positions=positions)
     task.prepare()
     return task
 
 
 def test_answer_only_loss_ignores_the_prompt():
     task = addition(3)
+    prompt_len = 2 * 3 + 2
     config = GPTConfig(vocab_size=12, block_size=task.model_defaults["block_size"], n_layer=1, n_head=2, n_embd=16)
     torch.manual_seed(0)
     model = task.build_model(config)
     x, y = task.get_batch("train", 8, config.block_size, torch.Generator().manual_seed(0))
-    prompt_targets = slice(0, task.prompt_len - 1)  # targets at prompt positions
-    assert (y[:, prompt_targets] == IGNORE).all() and (y[:, task.prompt_len - 1 :] >= 0).all()
+    prompt_targets = slice(0, prompt_len - 1)  # targets at prompt positions
+    assert (y[:, prompt_targets] == IGNORE).all() and (y[:, prompt_len - 1 :] >= 0).all()
     # --loss full: the same problems, every target scored
     x_full, y_full = addition(3, loss="full").get_batch("train", 8, config.block_size, torch.Generator().manual_seed(0))
     assert torch.equal(x_full, x) and (y_full >= 0).all()
-    assert torch.equal(y_full[:, task.prompt_len - 1 :], y[:, task.prompt_len - 1 :])
+    assert torch.equal(y_full[:, prompt_len - 1 :], y[:, prompt_len - 1 :])
 
     def loss_and_grads(model, targets):
         model.zero_grad()
@@ -34,8 +36,8 @@ def test_answer_only_loss_ignores_the_prompt():
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     # the answer-only loss equals the cross-entropy of the answer positions alone
-    logits = model.gpt(x)[:, task.prompt_len - 1 :]
-    by_hand = torch.nn.functional.cross_entropy(logits.reshape(-1, 12), y[:, task.prompt_len - 1 :].reshape(-1))
+    logits = model.gpt(x)[:, prompt_len - 1 :]
+    by_hand = torch.nn.functional.cross_entropy(logits.reshape(-1, 12), y[:, prompt_len - 1 :].reshape(-1))
     torch.testing.assert_close(model.loss((x, y)), by_hand)
     # changing an answer target changes it
     y3 = y.clone()
@@ -50,17 +52,42 @@ def test_answer_only_loss_ignores_the_prompt():
     assert not torch.equal(loss_and_grads(full, y_full)[0], loss_and_grads(full, y_other_prompt)[0])
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.integers(0, 10**10 - 1), st.integers(0, 10**10 - 1))
-def test_encoding_round_trips(a, b):
-    task = get_task("addition")(digits=10)
+def test_abacus_batches_hold_problems_of_different_lengths():
+    task = addition(10, positions="abacus")
+    a, b = torch.tensor([123, 5, 99999]), torch.tensor([45, 7, 1])
+    lengths = torch.maximum(number_length(a), number_length(b))
+    seq, answer = task.layout.sequences(to_digits(a, 5), to_digits(b, 5), lengths)
+    text = ["".join(task.tokenizer.decode(row)) for row in seq.tolist()]
+    # backwards, the shorter operand padded to the longer's length, L + 1 answer digits, then padding
+    assert text == ["321+540=8610" + "+" * 6, "5+7=21" + "+" * 12, "99999+10000=000001"]
+    x, y = task.get_batch("train", 64, 92, torch.Generator().manual_seed(0))
+    scored = y != IGNORE
+    # exactly L + 1 scored targets per row, all digits, right after the '='
+    for row in range(64):
+        where = scored[row].nonzero().squeeze(1)
+        L = (where.numel()) - 1
+        assert x[row, where[0]] == 11 and (y[row, where] < 10).all()
+        assert where.tolist() == list(range(2 * L + 1, 3 * L + 2))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 10**10 - 1), st.integers(0, 10**10 - 1), st.sampled_from(["learned", "abacus"]))
+def test_encoding_round_trips(a, b, positions):
+    task = get_task("addition")(digits=10, positions=positions)
     ids = task.encode_prompt(f"{a}+{b}=")
-    assert len(ids) == task.prompt_len
-    assert task.tokenizer.decode(ids) == f"{a:010d}+{b:010d}="
+    text = task.tokenizer.decode(ids)
+    if positions == "learned":
+        assert text == f"{a:010d}+{b:010d}="
+    else:
+        width = max(len(str(a)), len(str(b)))
+        assert text == f"{a:0{width}d}"[::-1] + "+" + f"{b:0{width}d}"[::-1] + "="
     # the training sequence carries the sum reversed; decoding it gives the plain answer
-    seq = task.encode(torch.tensor([a]), torch.tensor([b]))[0].tolist()
-    assert seq[: task.prompt_len] == ids
-    assert task.decode_completion(f"{a}+{b}=", seq[task.prompt_len :]) == str(a + b)
+    lengths = torch.maximum(number_length(torch.tensor([a])), number_length(torch.tensor([b])))
+    seq, answer = task.layout.sequences(to_digits(torch.tensor([a]), 10), to_digits(torch.tensor([b]), 10), lengths)
+    seq = seq[0][answer[0] | (torch.arange(seq.shape[1]) < len(ids))].tolist()
+    assert seq[: len(ids)] == ids
+    assert len(seq) - len(ids) == task.max_new_tokens(f"{a}+{b}=")
+    assert task.decode_completion(f"{a}+{b}=", seq[len(ids) :]) == str(a + b)
 
 
 def test_test_problems_never_appear_in_training():
@@ -73,17 +100,59 @@ def test_test_problems_never_appear_in_training():
         assert not test & set(zip(a.tolist(), b.tolist(), strict=True))
     big = addition(10)
     assert len(big.test_a) == 10_000
-    # another seed (the training stream) does produce test-like problems before filtering
-    a, b = big.draw_problems(5000, torch.Generator().manual_seed(0))
-    assert (a.max() >= 10**9) and (a == 10**10 - 1).any()  # long operands and 99..9 carry chains
+    # the edge problems are not in the random test set: it stays a test of random problems
+    edges = {(a, b) for _, a, b in big.edges}
+    assert not edges & set(zip(big.test_a.tolist(), big.test_b.tolist(), strict=True))
 
 
-def test_operand_lengths_are_spread():
-    task = addition(10)
-    a, b = task.draw_problems(20000, torch.Generator().manual_seed(0))
-    lengths = task.operand_length(a, torch.zeros_like(a))
-    counts = torch.bincount(lengths, minlength=11)[1:]
-    assert (counts > 1000).all()  # every length 1..10 is common
+def edge_class_of(a: int, b: int) -> set[str]:
+    """Which edge classes the problem a + b belongs to, by their definitions in addition_problems."""
+    sa, sb = str(a), str(b)
+    classes = set()
+    if set(sa) == {"9"} and set(sb) == {"9"}:
+        classes.add("nines")
+    if (set(sa) == {"9"} and b == 1) or (set(sb) == {"9"} and a == 1):
+        classes.add("nines+1")
+    if 0 in (a, b):
+        classes.add("zero")
+    if min(len(sa), len(sb)) <= 2 and max(len(sa), len(sb)) >= 3:
+        classes.add("lengths")
+    width = max(len(sa), len(sb))
+    carry, carries = 0, []
+    for x, y in zip(sa.zfill(width)[::-1], sb.zfill(width)[::-1], strict=True):
+        carry = (int(x) + int(y) + carry) // 10
+        carries.append(carry)
+    if all(carries):
+        classes.add("carry")  # every column carries, into a new leading digit
+    if all(int(x) + int(y) <= 9 for x, y in zip(sa.zfill(width), sb.zfill(width), strict=True)):
+        classes.add("no-carry")
+    return classes
+
+
+def test_training_draws_every_edge_class():
+    a, b = draw_problems(20_000, 10, torch.Generator().manual_seed(0))
+    counts = {kind: 0 for kind in EDGE_CLASSES}
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        for kind in edge_class_of(x, y):
+            counts[kind] += 1
+    assert all(count >= 500 for count in counts.values()), counts  # each class is a few percent of problems
+    assert (a == 10**10 - 1).any() and ((a == 10**10 - 1) & (b == 10**10 - 1)).any()  # the issue's failure
+    lengths = number_length(a)
+    assert (torch.bincount(lengths, minlength=11)[1:] > 500).all()  # every operand length is common
+
+
+def test_edge_set_is_deterministic_and_covers_each_length():
+    edges = edge_set(10)
+    assert edges == edge_set(10) and len(edges) == len({(a, b) for _, a, b in edges})
+    assert ("nines", 9999999999, 9999999999) in edges and ("nines+1", 1, 99999) in edges
+    for kind, a, b in edges:
+        assert kind in edge_class_of(a, b), (kind, a, b)
+        assert max(a, b) < 10**10
+    for length in range(1, 11):
+        kinds = {kind for kind, a, b in edges if max(len(str(a)), len(str(b))) == length}
+        assert kinds >= {"nines", "nines+1", "zero", "carry"}
+        if length >= 3:
+            assert kinds == set(EDGE_CLASSES)
 
 
 @pytest.mark.parametrize("prompt", ["12+", "a+b=", "1+2", "", "1+2=3", "12345678901+1="])
@@ -93,11 +162,26 @@ def test_malformed_prompts(prompt):
         task.encode_prompt(prompt)
 
 
+def test_abacus_prompts_reach_thirty_digits():
+    task = get_task("addition")(digits=10, positions="abacus")
+    long = "9" * 30
+    assert len(task.encode_prompt(f"{long}+1=")) == 62 and task.max_new_tokens(f"{long}+1=") == 31
+    with pytest.raises(UsageError, match="more than 30 digits, the most this model can read"):
+        task.encode_prompt("1" * 31 + "+1=")
+    with pytest.raises(UsageError, match="more than 10 digits, the most this model was trained on"):
+        get_task("addition")(digits=10).encode_prompt("1" * 11 + "+1=")
+
+
 def test_bad_options():
     with pytest.raises(UsageError):
         get_task("addition")(digits=0)
     with pytest.raises(UsageError):
         get_task("addition")(loss="half")
+    task = addition(3, positions="abacus")
+    with pytest.raises(ConfigError, match="abacus_size >= 5"):
+        task.check_config(GPTConfig(vocab_size=12, block_size=92, positions="abacus", abacus_size=4, abacus_marker=11))
+    with pytest.raises(ConfigError, match="learned"):
+        task.check_config(GPTConfig(vocab_size=12, block_size=92))
 
 
 def test_short_run_learns_one_digit_addition(tmp_path):
@@ -130,6 +214,6 @@ def test_short_run_learns_one_digit_addition(tmp_path):
     assert len(held_out) == 10
     pairs = [(a, b) for a in range(10) for b in range(10) if (a, b) not in held_out]
     a, b = torch.tensor(pairs).T
-    assert torch.equal(task.answers(run.model, a, b, "cpu"), a + b)
+    assert task.correct(run.model, a, b, "cpu").all()
     x, y = pairs[0]
     assert run.complete(f"{x}+{y}=", temperature=0) == str(x + y)  # through the user-facing API

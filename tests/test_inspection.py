@@ -19,10 +19,13 @@ def model(**kw):
     return gpt
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_trace_is_the_models_forward(bias):
-    gpt = model(bias=bias)
+@pytest.mark.parametrize(
+    "options", [{"bias": True}, {"bias": False}, {"positions": "abacus", "abacus_size": 18, "abacus_marker": 11}]
+)
+def test_trace_is_the_models_forward(options):
+    gpt = model(**options)
     idx = torch.randint(31, (1, 16))
+    idx[0, :6] = torch.tensor([1, 2, 10, 3, 4, 11])  # digits, a '+' and the marker: abacus positions vary
     traced = trace(gpt, idx)
     with torch.no_grad():
         torch.testing.assert_close(traced["logits"], gpt(idx)[0], rtol=0, atol=1e-5)

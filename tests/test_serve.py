@@ -237,13 +237,16 @@ def test_a_non_loopback_host_is_warned_about():
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
 
 
-@pytest.mark.parametrize("task, options", [("modadd", {}), ("addition", {"digits": 2})])
-def test_task_pictures_in_the_embeddings_view(task, options, tmp_path):
+@pytest.mark.parametrize(
+    "task, options, positions",
+    [("modadd", {}, "learned"), ("addition", {"digits": 2}, "learned"), ("addition", {"digits": 2}, "abacus")],
+)
+def test_task_pictures_in_the_embeddings_view(task, options, positions, tmp_path):
     tinyllm.train(
         task,
         out_dir=tmp_path / task,
         task_options=options,
-        model_overrides={"n_layer": 1, "n_head": 2, "n_embd": 16},
+        model_overrides={"n_layer": 1, "n_head": 2, "n_embd": 16, "positions": positions},
         train_overrides={"max_iters": 2, "max_time": None, "eval_interval": 2, "eval_iters": 1},
         progress_bar=False,
         log=lambda *a: None,
@@ -254,3 +257,8 @@ def test_task_pictures_in_the_embeddings_view(task, options, tmp_path):
     else:
         accuracy = body["digit_accuracy"]
         assert accuracy["positions"] == [1, 2, 3] and all(0 <= a <= 1 for a in accuracy["accuracy"])
+        # the inspect view and streaming work with either kind of positions
+        client = TestClient(create_app(tmp_path))
+        inspected = client.post(f"/api/runs/{task}/inspect", json={"prompt": "12+34="})
+        assert inspected.status_code == 200, inspected.text
+        assert len(inspected.json()["attention"][0][0]) == len(inspected.json()["tokens"])

@@ -17,7 +17,7 @@ from typing import Any
 from . import __version__
 from .config import TrainConfig
 from .errors import TinyLLMError, UsageError
-from .flags import add_config_flags, add_task_flags, checkpoint_every, count, read_config_file
+from .flags import add_config_flags, add_task_flags, checkpoint_every, count, length_list, read_config_file
 from .model import GPTConfig
 from .sampling import SamplingParams
 from .tasks import TASKS
@@ -95,6 +95,12 @@ def build_parser() -> Parser:
     p.add_argument("--checkpoint", choices=("last", "best"), default="last")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--lengths",
+        type=length_list,
+        metavar="RANGE",
+        help="addition: exact match per operand length instead, e.g. 1-30 or 5,10,20 (plots accuracy_by_length.png)",
+    )
 
     # plot
     p = sub.add_parser("plot", help="redraw a run's loss plots from its metrics.jsonl")
@@ -203,9 +209,20 @@ def cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, parser: Parser) -> int:
-    from .inference import evaluate, load
+    from .inference import evaluate, evaluate_lengths, load
 
     run = load(args.run, checkpoint=args.checkpoint, device=args.device)
+    if args.lengths:
+        result = evaluate_lengths(run, args.lengths)
+        if args.json:
+            print(json.dumps(result))
+            return 0
+        print(f"{result['run']}: {result['positions']} positions, trained on 1-{result['trained_digits']} digits")
+        print("digits  exact match")
+        for length, accuracy in result["accuracy"].items():
+            print(f"{length:>6}  {accuracy if isinstance(accuracy, str) else f'{accuracy:.1%}'}")
+        print(f"plot: {run.run_dir / 'accuracy_by_length.png'}")
+        return 0
     result = evaluate(run, data_path=args.data, batches=args.batches)
     if args.json:
         print(json.dumps(result))

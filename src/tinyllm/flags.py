@@ -99,6 +99,20 @@ def count(text: str, minimum: int) -> int:
     return value
 
 
+def length_list(text: str) -> list[int]:
+    """--lengths: '1-30' or '1-10,15,20' -> the operand lengths, each from 1 to 100."""
+    lengths: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            lengths += range(int(low), int(high or low) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected lengths like 1-30 or 5,10,20, got {text!r}") from None
+    if not lengths or min(lengths) < 1 or max(lengths) > 100:
+        raise argparse.ArgumentTypeError(f"lengths must lie between 1 and 100, got {text!r}")
+    return sorted(set(lengths))
+
+
 def add_task_flags(parser: argparse.ArgumentParser) -> None:
     """Each task option's flag, once, even where several tasks share it (--no-lowercase)."""
     helps: dict[str, dict[str, list[str]]] = {}  # flag -> help text -> the tasks that say it

@@ -30,9 +30,14 @@ _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "m
 
 def to_hf_gpt2(model: GPT):
     """A `transformers.GPT2LMHeadModel` with the same config and weights as `model`."""
+    cfg = model.config
+    if cfg.positions != "learned":
+        raise UsageError(
+            f"a model with {cfg.positions} positions cannot be exported: GPT-2 has one learned embedding per "
+            "position, and Hugging Face's GPT2LMHeadModel would place every token differently"
+        )
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = model.config
     hf_config = GPT2Config(
         vocab_size=cfg.vocab_size,
         n_positions=cfg.block_size,
@@ -114,6 +119,8 @@ def export_run(
 
     out = Path(out)
     run = load(run_dir, checkpoint=checkpoint)
+    if run.model.config.positions != "learned":
+        to_hf_gpt2(run.model)  # refuses, saying why
     if not run.task.exports_to_hf:
         raise UsageError(
             f"a {run.task.name} run cannot be exported: its prompts are encoded by the task (padded, reversed, "

@@ -90,7 +90,7 @@ class Run:
         """
         # everything is checked here, before the first piece is asked for (a generator would wait)
         params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
-        max_new_tokens = self.task.default_max_new_tokens if max_new_tokens is None else max_new_tokens
+        max_new_tokens = self.task.max_new_tokens(prompt) if max_new_tokens is None else max_new_tokens
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop)
         options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)
         tokens = stream(self.model, idx, max_new_tokens, params, **options)  # checks its arguments now
@@ -141,7 +141,7 @@ class Run:
         """`num_samples` completions of one prompt, decoded as one batch (the prompt is prefilled once)."""
         positive_int("num_samples", num_samples)
         params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
-        max_new_tokens = self.task.default_max_new_tokens if max_new_tokens is None else max_new_tokens
+        max_new_tokens = self.task.max_new_tokens(prompt) if max_new_tokens is None else max_new_tokens
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop, num_samples)
         options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)
         out = generate(self.model, idx, max_new_tokens, params, **options)
@@ -180,6 +180,7 @@ def load(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: str = 
     except (UsageError, TypeError) as e:
         raise CheckpointError(f"{run.path / 'config.json'}: {e}") from None
     task.tokenizer = tokenizer
+    task.adopt(model_config)
     model = GPT(model_config)
     run.load_weights(model, checkpoint)
     model.to(resolve_device(device)).eval()
@@ -203,3 +204,26 @@ def evaluate(run: Run, data_path: str | None = None, batches: int = 100, seed: i
         result["test_bits_per_char"] = task.loss_in_bits_per_char(result["test_loss"])
     result.update(task.metrics(task_model, run.device, full=True))
     return result
+
+
+def evaluate_lengths(run: Run, lengths: list[int], problems: int = 200) -> dict[str, Any]:
+    """Exact match at each operand length (addition): `problems` random problems per length whose
+    operands both have that many digits; a length longer than the run reads is "refused". Draws
+    `accuracy_by_length.png` in the run folder."""
+    from .plots import plot_accuracy_by_length
+
+    task = run.task
+    if not hasattr(task, "accuracy_by_length"):
+        raise UsageError(f"--lengths is for the addition task, not {task.name}")
+    accuracy = task.accuracy_by_length(task.wrap(run.model).eval(), lengths, run.device, problems)
+    label = f"{run.model.config.positions} positions"
+    plot_accuracy_by_length(run.run_dir / "accuracy_by_length.png", {label: accuracy}, task.digits)
+    return {
+        "task": task.name,
+        "run": str(run.run_dir),
+        "positions": run.model.config.positions,
+        "trained_digits": task.digits,
+        "longest": task.layout.longest,
+        "problems_per_length": problems,
+        "accuracy": {str(n): ("refused" if a is None else a) for n, a in accuracy.items()},
+    }

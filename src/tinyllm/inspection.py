@@ -35,7 +35,7 @@ def trace(model: GPT, idx: torch.Tensor) -> dict[str, Any]:
     model.eval()
     T = idx.shape[1]
     tf = model.transformer
-    x = tf.wte(idx) + tf.wpe.weight[:T]
+    x = tf.wte(idx) + model.position_embedding(idx)
     residuals, attention = [x[0]], []
     causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
     for block in tf.h:

@@ -61,6 +61,7 @@ class KVCache:
         self.layers = [
             LayerKVCache(batch_size, n_head, block_size, head_dim, dtype=dtype, device=device) for _ in range(n_layer)
         ]
+        self.abacus = None  # abacus positions only: where the digit count stands (`positions.AbacusState`)
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int) -> KVCache:
@@ -85,6 +86,7 @@ class KVCache:
         """Forget every cached position (the buffers are kept and overwritten)."""
         for layer in self.layers:
             layer.length = 0
+        self.abacus = None
 
 
 def window_start(seq_len: int, start: int, block_size: int, shift: int) -> int:

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .positions import POSITIONS, abacus_positions, random_offsets
 from .settings import boolean, check_fields, fraction, from_dict, positive_int, setting
 
 if TYPE_CHECKING:
@@ -46,6 +47,15 @@ class GPTConfig:
     n_embd: int = setting(128, "width of the residual stream", positive_int)
     dropout: float = setting(0.0, "dropout probability (0 is best for tiny models trained for minutes)", fraction)
     bias: bool = setting(True, "biases in Linear and LayerNorm layers, as in GPT-2", boolean)
+    positions: str = setting(
+        "learned",
+        "learned (GPT-2: one embedding per position) or abacus (a digit's place in its number; addition)",
+        choices=POSITIONS,
+    )
+    abacus_size: int = setting(
+        32, "abacus: rows of the position table (numbers of up to size - 2 digits)", positive_int
+    )
+    abacus_marker: int = setting(-1, "abacus: the token id after which the answer is written", flag=False)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -54,6 +64,13 @@ class GPTConfig:
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
                 "each head gets n_embd / n_head dimensions"
             )
+        if self.positions == "abacus" and not 0 <= self.abacus_marker < self.vocab_size:
+            raise ConfigError("abacus positions need a task that names its answer marker (the addition task)")
+
+    @property
+    def position_rows(self) -> int:
+        """Rows of the position table: one per position (learned) or per place in a number (abacus)."""
+        return self.block_size if self.positions == "learned" else self.abacus_size
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GPTConfig:
@@ -151,7 +168,7 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
-                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
+                wpe=nn.Embedding(config.position_rows, config.n_embd),  # position embedding (positions.py)
                 drop=dropout_layer(config.dropout),
                 h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
                 ln_f=nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias),
@@ -185,14 +202,28 @@ class GPT(nn.Module):
             n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab_size) for token ids `idx` (B, T). With a cache, positions continue after it."""
+    def position_embedding(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """The position embeddings added to tokens `idx` (B, T): (T, C) for learned positions, which
+        continue after the cache, or (B, T, C) for abacus positions, which depend on the tokens."""
         B, T = idx.shape
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
-        pos_emb = self.transformer.wpe.weight[start : start + T]  # positions start .. start+T-1
-        x = self.transformer.drop(self.transformer.wte(idx) + pos_emb)
+        if self.config.positions == "learned":
+            return self.transformer.wpe.weight[start : start + T]  # positions start .. start+T-1
+        state = kv_cache.abacus if kv_cache is not None and start > 0 else None
+        positions, state = abacus_positions(idx, self.config.abacus_marker, state)
+        if kv_cache is not None:
+            kv_cache.abacus = state  # where the next token's count continues
+        if self.training:
+            positions = random_offsets(positions, self.config.abacus_size)
+        if not torch.compiler.is_compiling() and int(positions.max()) >= self.config.abacus_size:
+            raise ValueError(f"a number is too long for the abacus table ({self.config.abacus_size} rows)")
+        return self.transformer.wpe(positions)
+
+    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab_size) for token ids `idx` (B, T). With a cache, positions continue after it."""
+        x = self.transformer.drop(self.transformer.wte(idx) + self.position_embedding(idx, kv_cache))
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache.layers[i] if kv_cache is not None else None)
         x = self.transformer.ln_f(x)

@@ -98,3 +98,24 @@ def plot_run(run_dir: Path, title: str = "") -> list[Path]:
         _save(plt, fig, ax, run_dir / f"{name}.png")
         written.append(run_dir / f"{name}.png")
     return written
+
+
+def plot_accuracy_by_length(
+    path: Path, curves: dict[str, dict[int, float | None]], trained: int, title: str = ""
+) -> Path:
+    """Exact-match accuracy against operand length, one line per run (`curves`: label -> length ->
+    accuracy, None where the run refuses the length); lengths up to `trained` are shaded."""
+    plt, fig, ax = _figure(title or "accuracy by operand length", "exact-match accuracy")
+    ax.set_xlabel("digits per operand")
+    ax.axvspan(0.5, trained + 0.5, color="0.9", label=f"trained (1-{trained} digits)")
+    for label, accuracy in curves.items():
+        lengths = sorted(accuracy)
+        points = [(n, accuracy[n]) for n in lengths if accuracy[n] is not None]
+        line = ax.plot(*zip(*points, strict=True), "o-", ms=3, label=label) if points else None
+        refused = [n for n in lengths if accuracy[n] is None]
+        if refused:
+            color = line[0].get_color() if line else None
+            ax.plot(refused, [0] * len(refused), "x", color=color, label=f"{label}: refused")
+    ax.set_ylim(-0.03, 1.03)
+    _save(plt, fig, ax, Path(path))
+    return Path(path)

@@ -70,7 +70,9 @@ def resolve_settings(
     """A new run: the task's defaults, overridden by the caller. A resumed run: its saved configs
     (training settings may change, the model's shape may not)."""
     if not resume:
-        task = get_task(task_name)(**task_options)
+        task_class = get_task(task_name)
+        shared = {key: model_overrides[key] for key in task_class.reads_model_fields if key in model_overrides}
+        task = task_class(**task_options, **shared)
         train_config = TrainConfig.from_dict({**task.train_defaults, **train_overrides})
         return Settings(task, {**task.model_defaults, **model_overrides}, train_config)
     saved = run.read_config()
@@ -139,6 +141,7 @@ def train(
     task.prepare(data_path, tokenizer=settings.tokenizer)
     # a new run's vocabulary is its tokenizer's; a resumed or --init model keeps its own (GPT-2s pad theirs)
     model_config = GPTConfig.from_dict({"vocab_size": task.tokenizer.vocab_size, **settings.model})
+    task.adopt(model_config)
     task.check_config(model_config)
     # 3. the model: the same seed gives the same initial weights
     torch.manual_seed(train_config.seed)

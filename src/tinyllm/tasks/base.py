@@ -75,6 +75,9 @@ class Task:
     model_defaults: ClassVar[dict[str, Any]] = {}  # GPTConfig fields this task sets
     train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig fields this task sets
     model_class: ClassVar[type[TaskModel]] = TaskModel
+    # model fields the task is also given, for tasks whose data depends on them (addition's layout
+    # follows `positions`); `tinyllm train` passes them to the constructor and saves them with it
+    reads_model_fields: ClassVar[tuple[str, ...]] = ()
 
     tokenizer: CharTokenizer
 
@@ -101,6 +104,10 @@ class Task:
     def check_config(self, config: GPTConfig) -> None:
         """Raise `ConfigError` if the model cannot do this task (e.g. a context too short)."""
 
+    def adopt(self, config: GPTConfig) -> None:
+        """Take from the model's config what the task depends on (addition: the longest number its
+        positions can place). Called when a run is trained or loaded."""
+
     @torch.no_grad()
     def metrics(self, model: TaskModel, device: torch.device, full: bool = False) -> dict[str, float]:
         """Task-specific evaluation (e.g. exact-match accuracy), logged at each eval. None by default.
@@ -123,6 +130,10 @@ class Task:
 
     def decode_completion(self, prompt: str, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
+
+    def max_new_tokens(self, text: str) -> int:
+        """How many tokens to generate for `text` when the caller does not say."""
+        return self.default_max_new_tokens
 
     default_max_new_tokens: int = 500
     # True when a plain tokenizer reads the task's prompts (text, shakespeare): `tinyllm export` can

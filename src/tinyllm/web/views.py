@@ -13,7 +13,7 @@ import torch
 from ..errors import UsageError
 from ..inference import Run
 from ..inspection import STAGES, fourier_norms, logit_lens, pca_2d, sampler_stages, trace
-from ..sampling import SamplingParams, generate
+from ..sampling import SamplingParams
 
 CANDIDATES = 12  # next-token candidates shown per position
 MAX_INSPECT_TOKENS = 256  # attention is T x T per head: past this the page would carry megabytes
@@ -89,12 +89,15 @@ def embeddings(run: Run) -> dict[str, Any]:
 
 
 def _addition_digit_accuracy(run: Run, problems: int = 500) -> dict[str, Any]:
-    """How often each answer digit (least significant first) is right, on held-out problems."""
+    """How often each answer digit (least significant first) is right, on random problems whose
+    operands have the most digits the run was trained on."""
+    from ..tasks.addition_problems import add_digits, problems_of_length
+
     task = run.task
-    if not hasattr(task, "test_a"):  # the held-out problems: made once per loaded run, not per request
-        task.prepare()
-    a, b = task.test_a[:problems], task.test_b[:problems]
-    prompt = task.encode(a, b)[:, : task.prompt_len].to(run.device)
-    written = generate(run.model, prompt, task.answer_len, SamplingParams(temperature=0))[:, task.prompt_len :].cpu()
-    truth = task.digits_of(a + b, task.answer_len)
-    return {"positions": list(range(1, task.answer_len + 1)), "accuracy": _r((written == truth).float().mean(0), 4)}
+    a, b = problems_of_length(task.digits, problems)
+    written = task.written(run.model, a, b, run.device)
+    truth = add_digits(a, b)
+    return {
+        "positions": list(range(1, truth.shape[1] + 1)),
+        "accuracy": _r((written[:, : truth.shape[1]] == truth).float().mean(0), 4),
+    }

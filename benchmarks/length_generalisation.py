@@ -35,7 +35,9 @@ def tinyllm(*args: str) -> str:
 def run_scheme(scheme: str, seed: int, lengths: str, folder: Path) -> dict:
     out = folder / f"{scheme}-seed{seed}"
     start = time.perf_counter()
-    tinyllm("train", "addition", *SCHEMES[scheme], "--out", str(out), "--seed", str(seed), "--no-progress", "--overwrite")
+    tinyllm(
+        "train", "addition", *SCHEMES[scheme], "--out", str(out), "--seed", str(seed), "--no-progress", "--overwrite"
+    )
     wall = time.perf_counter() - start
     evaluated = json.loads(tinyllm("eval", str(out), "--json"))
     by_length = json.loads(tinyllm("eval", str(out), "--lengths", lengths, "--json"))
@@ -89,7 +91,9 @@ def main() -> None:
         from tinyllm.plots import plot_accuracy_by_length
 
         curves = {
-            f"{scheme} positions (mean of {len(args.seeds)} seeds)": mean_by_length([r for r in runs if r["scheme"] == scheme])
+            f"{scheme} positions (mean of {len(args.seeds)} seeds)": mean_by_length(
+                [r for r in runs if r["scheme"] == scheme]
+            )
             for scheme in args.schemes
         }
         plot_accuracy_by_length(args.plot, curves, trained=10, title="addition: trained on 1-10 digits")

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare`
+RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (default: Muon + WSD)
     "default": [],
     "muon": ["--optimizer", "muon"],
     "wsd": ["--schedule", "wsd"],

@@ -105,7 +105,8 @@ def test_bad_values_are_clear_errors(kw):
 
 def test_resuming_with_another_optimizer_is_refused(tmp_path):
     settings = dict(model_overrides=TINY_MODEL, progress_bar=False, log=lambda *a: None)
-    tinyllm.train("shakespeare", out_dir=tmp_path / "r", train_overrides={**TINY_TRAIN, "max_iters": 4}, **settings)
+    first = {**TINY_TRAIN, "max_iters": 4, "optimizer": "adamw"}
+    tinyllm.train("shakespeare", out_dir=tmp_path / "r", train_overrides=first, **settings)
     with pytest.raises(tinyllm.TinyLLMError, match="optimizer"):
         tinyllm.train(
             "shakespeare",

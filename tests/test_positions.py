@@ -140,15 +140,23 @@ def test_a_tiny_abacus_model_learns_two_digit_addition(abacus_run):
         run.complete("12345+1=")
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "tinyllm", *args], capture_output=True, text=True)
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`tinyllm ARGS` in this process (no second torch import): exit status, stdout, stderr."""
+    from tinyllm.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse refusing a flag
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 @pytest.mark.slow
-def test_eval_lengths_reports_each_length_and_refusals(abacus_run, tmp_path):
-    done = cli("eval", str(abacus_run), "--lengths", "1-3,30", "--json")
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+def test_eval_lengths_reports_each_length_and_refusals(abacus_run, tmp_path, capsys):
+    code, out, err = cli(capsys, "eval", str(abacus_run), "--lengths", "1-3,30", "--json")
+    assert code == 0, err
+    result = json.loads(out)
     assert result["positions"] == "abacus" and result["trained_digits"] == 2 and result["longest"] == 4
     assert list(result["accuracy"]) == ["1", "2", "3", "30"] and result["accuracy"]["30"] == "refused"
     assert result["accuracy"]["1"] >= 0.95 and isinstance(result["accuracy"]["3"], float)
@@ -164,20 +172,26 @@ def test_eval_lengths_reports_each_length_and_refusals(abacus_run, tmp_path):
         progress_bar=False,
         log=lambda *a: None,
     )
-    done = cli("eval", str(learned), "--lengths", "1-4")
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    code, out, err = cli(capsys, "eval", str(learned), "--lengths", "1-4")
+    assert code == 0, err
+    lines = out.splitlines()
     assert any(line.split() == ["3", "refused"] for line in lines) and "learned positions" in lines[0]
     for bad in ("0-3", "a-b", "5-200"):
-        done = cli("eval", str(learned), "--lengths", bad)
-        assert done.returncode == 2 and "--lengths" in done.stderr and "Traceback" not in done.stderr
+        code, out, err = cli(capsys, "eval", str(learned), "--lengths", bad)
+        assert code == 2 and "--lengths" in err and "Traceback" not in err
 
 
-def test_sample_and_export_with_abacus_positions(abacus_run, tmp_path):
-    done = cli("sample", str(abacus_run), "--prompt", "47+85=", "--temperature", "0")
-    assert done.returncode == 0 and done.stdout.strip() == "132", done.stdout + done.stderr
-    done = cli("export", str(abacus_run), str(tmp_path / "hf"))
-    assert done.returncode == 2 and "abacus positions cannot be exported" in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "hf").exists()
-    done = cli("train", "shakespeare", "--positions", "abacus", "--max-iters", "1", "--out", str(tmp_path / "s"))
-    assert done.returncode == 2 and "addition" in done.stderr and "Traceback" not in done.stderr
+def test_sample_and_export_with_abacus_positions(abacus_run, tmp_path, capsys):
+    code, out, err = cli(capsys, "sample", str(abacus_run), "--prompt", "47+85=", "--temperature", "0")
+    assert code == 0 and out.strip() == "132", out + err
+    code, out, err = cli(capsys, "export", str(abacus_run), str(tmp_path / "hf"))
+    assert code == 2 and "abacus positions cannot be exported" in err and not (tmp_path / "hf").exists()
+    code, out, err = cli(capsys, "train", "shakespeare", "--positions", "abacus", "--out", str(tmp_path / "s"))
+    assert code == 2 and "addition" in err and "Traceback" not in err
+    # the subprocess a user runs: a clear line, no traceback
+    done = subprocess.run(
+        [sys.executable, "-m", "tinyllm", "sample", str(abacus_run), "--prompt", "123456+1="],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "more than 4 digits" in done.stderr and "Traceback" not in done.stderr

@@ -33,6 +33,23 @@ class Parser(argparse.ArgumentParser):
 # ---- the parser ----
 
 
+def add_eval_parser(sub) -> None:
+    """`tinyllm eval RUN`: test loss and task metrics, or accuracy by operand length (--lengths)."""
+    p = sub.add_parser("eval", help="test loss and task metrics of a trained run")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--data", help="a local copy of the task's data file")
+    p.add_argument("--batches", type=lambda t: count(t, 1), default=100, help="batches per split (default 100)")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--lengths",
+        type=length_list,
+        metavar="RANGE",
+        help="addition: exact match per operand length instead, e.g. 1-30 or 5,10,20 (plots accuracy_by_length.png)",
+    )
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="tinyllm", description="Tiny GPT-style language models to train, sample and study.")
     parser.add_argument("--version", action="version", version=f"tinyllm {__version__}")
@@ -87,20 +104,7 @@ def build_parser() -> Parser:
     p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="which weights to load")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
 
-    # eval
-    p = sub.add_parser("eval", help="test loss and task metrics of a trained run")
-    p.add_argument("run", metavar="RUN")
-    p.add_argument("--data", help="a local copy of the task's data file")
-    p.add_argument("--batches", type=lambda t: count(t, 1), default=100, help="batches per split (default 100)")
-    p.add_argument("--checkpoint", choices=("last", "best"), default="last")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument(
-        "--lengths",
-        type=length_list,
-        metavar="RANGE",
-        help="addition: exact match per operand length instead, e.g. 1-30 or 5,10,20 (plots accuracy_by_length.png)",
-    )
+    add_eval_parser(sub)
 
     # plot
     p = sub.add_parser("plot", help="redraw a run's loss plots from its metrics.jsonl")

@@ -81,6 +81,8 @@ class Text(Task):
     # the Shakespeare model's shape and budget: a 5-minute CPU run (see shakespeare.py for the reasons)
     model_defaults = dict(block_size=256, n_layer=3, n_head=4, n_embd=96, dropout=0.0)
     train_defaults = dict(
+        optimizer="muon",  # Shakespeare's recipe (see shakespeare.py)
+        schedule="wsd",
         batch_size=8,
         lr=3e-3,
         min_lr=3e-4,

@@ -22,14 +22,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from time_to_quality import cpu_name  # noqa: E402
 
 RECIPES = {  # name -> the flags that differ from the default recipe
-    "default (cosine, weight decay 0.1)": [],
-    "wsd schedule": ["--schedule", "wsd"],
+    "default (Muon, WSD, weight decay 0.1)": [],
+    "cosine schedule": ["--schedule", "cosine"],
     "weight decay 1.0": ["--weight-decay", "1.0"],
 }
 
 
 def run(name: str, flags: list[str], fraction: float, budget: str, folder: Path) -> dict:
-    out = folder / name.split()[0]
+    out = folder / name.split()[0].strip("()")
     command = [sys.executable, "-m", "tinyllm", "train", "shakespeare", "--no-lowercase", "--out", str(out)]
     options = ["--train-fraction", str(fraction), "--max-time", budget, "--eval-interval", "50", "--no-progress"]
     subprocess.run([*command, *options, *flags, "--overwrite"], check=True, capture_output=True)

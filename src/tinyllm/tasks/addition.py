@@ -71,7 +71,7 @@ def operands(text: str, longest: int, positions: str) -> tuple[str, str]:
 
 class Addition(Task):
     name = "addition"
-    description = "add two numbers of up to 10 digits (loss on the answer only; exact-match accuracy)"
+    description = "add two numbers of up to 10 digits (answer-only loss; --positions abacus: longer numbers too)"
     options = (
         TaskOption("--digits", "digits", "largest operand length in training (default 10)", type=int),
         TaskOption(

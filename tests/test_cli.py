@@ -1,23 +1,50 @@
-"""The `tinyllm` command end to end, in subprocesses, as a user runs it."""
+"""The `tinyllm` command end to end, as a user runs it.
 
+Most calls run `cli.main(argv)` in this process -- what the console script calls, with the same
+exit status and the same printed words -- because a subprocess per call imports torch again (about
+4 s on a 2-core CPU). The console script itself, `python -m tinyllm` and `--debug`'s traceback
+are checked in real subprocesses.
+"""
+
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+
+from tinyllm.cli import main
 
 from .conftest import TINY_CLI_FLAGS
 
 TINY = TINY_CLI_FLAGS
 
 
-def tinyllm(*args, cwd=None, check=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "tinyllm", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
+def tinyllm(*args, cwd=None, check=True) -> subprocess.CompletedProcess:
+    """`tinyllm ARGS` in this process: its exit status and what it wrote to stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    try:
+        os.chdir(cwd or here)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # argparse's usage errors exit
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        os.chdir(here)
+    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def tinyllm_process(*args) -> subprocess.CompletedProcess:
+    """`python -m tinyllm ARGS` in a subprocess."""
+    command = [sys.executable, "-m", "tinyllm", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
 def test_train_sample_eval_plot(tmp_path):
@@ -64,7 +91,7 @@ def test_console_script_and_module_agree():
     exe = shutil.which("tinyllm", path=str(__import__("pathlib").Path(sys.executable).parent))
     assert exe, "the tinyllm console script is installed next to python"
     a = subprocess.run([exe, "tasks"], capture_output=True, text=True).stdout
-    assert a == tinyllm("tasks").stdout and "shakespeare" in a
+    assert a == tinyllm_process("tasks").stdout == tinyllm("tasks").stdout and "shakespeare" in a
 
 
 def test_toml_config_and_cli_precedence(tmp_path):
@@ -197,7 +224,7 @@ def test_runtime_bad_inputs(tiny_run, tmp_path):
     empty.write_text("")
     proc = tinyllm("train", "shakespeare", "--data", empty, "--out", tmp_path / "o", check=False)
     assert proc.returncode == 1 and "empty" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    proc = tinyllm("--debug", "sample", tiny_run, "--prompt", "¤", check=False)
+    proc = tinyllm_process("--debug", "sample", tiny_run, "--prompt", "¤")
     assert "Traceback" in proc.stderr  # --debug shows it
 
 

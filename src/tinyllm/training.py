@@ -100,6 +100,7 @@ class Trainer:
         self.get_batch = get_batch
         self.task_metrics = task_metrics
         self.optimizers = make_optimizers(self.model, config, self.runtime.device)  # [AdamW] or [AdamW, Muon]
+        self.params = list(self.model.parameters())  # listed once: walking the modules every step costs ~1 ms
         # each rank of a distributed run draws its own batches
         self.batch_generator = torch.Generator().manual_seed(config.seed + self.runtime.dist.rank)
         self.callbacks: dict[str, list[Callable[..., None]]] = defaultdict(list)
@@ -181,7 +182,7 @@ class Trainer:
         if cfg.grad_clip > 0:
             for optimizer in self.optimizers:
                 rt.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         for optimizer in self.optimizers:
             rt.scaler.step(optimizer)
         rt.scaler.update()

@@ -1,0 +1,132 @@
+"""Training throughput: the `tinyllm train` command against nanoGPT's own `train.py`, same config.
+
+    git clone https://github.com/karpathy/nanoGPT /path/to/nanoGPT      # (not vendored here)
+    TINYLLM_DATA_DIR=../shared/data python benchmarks/vs_nanogpt.py --nanogpt /path/to/nanoGPT \
+        [--rounds 3] [--steps 300] [--out results.json]
+
+nanoGPT's documented CPU recipe ("baby GPT": 4 layers, 4 heads, 128 wide, block 64, batch 12, AdamW,
+dropout 0, no torch.compile, cased character Shakespeare) run by both programs as a user runs them:
+nanoGPT's `train.py` with the flags its README gives, and `tinyllm train shakespeare --no-lowercase`
+with the same shape and `--optimizer adamw` (like for like: nanoGPT has no Muon). The nanoGPT folder
+is copied to a temporary folder and given the same cased text as `train.bin` / `val.bin` (its
+`prepare.py` downloads; here nothing can), so the checkout is left untouched.
+
+Both sides: the steady-state wall time per optimizer step, from the programs' own logs (nanoGPT's
+`time ...ms` per iteration; the differences of tinyllm's `elapsed_s` in metrics.jsonl), the mean
+over the steps after the first 10, evaluation steps left out. The rounds alternate the two programs so
+that the machine's noise hits both alike; the JSON gives every round and the median ratio.
+nanoGPT's model has no biases by default (`bias=False`): tinyllm runs with `--no-bias` to match
+(`--bias` for GPT-2's biases, tinyllm's default, is measured too with --with-bias).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from time_to_quality import cpu_name  # noqa: E402
+
+SHAPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12)
+VOCAB = 65  # the characters of cased tiny Shakespeare
+WARMUP_STEPS = 10  # the first steps allocate and warm the caches: not steady state
+
+
+def nanogpt_data(folder: Path, text: str) -> None:
+    """What nanoGPT's data/shakespeare_char/prepare.py writes, without its download: sorted characters,
+    the first 90% for training, uint16 ids, and the vocabulary in meta.pkl (the file its train.py reads)."""
+    chars = sorted(set(text))
+    index = {c: i for i, c in enumerate(chars)}
+    split = int(0.9 * len(text))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train.bin", text[:split]), ("val.bin", text[split:])):
+        np.array([index[c] for c in part], dtype=np.uint16).tofile(folder / name)
+    with open(folder / "meta.pkl", "wb") as f:  # written here, read by nanoGPT: our own data, not a user's
+        pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": index}, f)
+
+
+def nanogpt_step_seconds(checkout: Path, steps: int) -> list[float]:
+    flags = [
+        "--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--dropout=0.0",
+        f"--max_iters={steps}", f"--lr_decay_iters={steps}", f"--eval_interval={10 * steps}",
+        *(f"--{k}={v}" for k, v in SHAPE.items()),
+    ]  # fmt: skip
+    command = [sys.executable, "train.py", "config/train_shakespeare_char.py", *flags]
+    log = subprocess.run(command, cwd=checkout, capture_output=True, text=True, check=True).stdout
+    if f"found vocab_size = {VOCAB}" not in log:  # else it would build GPT-2's 50,304-token output layer
+        sys.exit("error: nanoGPT did not read the 65-character vocabulary from meta.pkl")
+    times = [(int(i), float(ms) / 1000) for i, ms in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", log)]
+    return [dt for i, dt in times if i > WARMUP_STEPS]  # iteration 0 holds the evaluation
+
+
+def tinyllm_step_seconds(folder: Path, steps: int, bias: bool) -> list[float]:
+    shape = [f"--{k.replace('_', '-')}={v}" for k, v in SHAPE.items()]
+    command = [sys.executable, "-m", "tinyllm", "train", "shakespeare", "--no-lowercase", *shape]
+    options = ["--optimizer=adamw", "--schedule=cosine", "--lr=1e-3", "--min-lr=1e-4", "--warmup-iters=100"]
+    budget = [f"--max-iters={steps}", "--max-time=3600", f"--eval-interval={10 * steps}", "--eval-iters=20"]
+    rest = ["--dropout=0", "--bias" if bias else "--no-bias", "--no-progress", "--overwrite", "--out", str(folder)]
+    subprocess.run([*command, *options, *budget, *rest], check=True, capture_output=True)
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    steps_run = [r for r in records if "train_loss" in r and "test_loss" not in r]
+    return [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(steps_run, steps_run[1:]) if b["iter"] > WARMUP_STEPS]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nanogpt", type=Path, required=True, help="a checkout of karpathy/nanoGPT")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both programs")
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
+    parser.add_argument("--with-bias", action="store_true", help="also time tinyllm with GPT-2's biases")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if not (args.nanogpt / "train.py").is_file():
+        sys.exit(f"error: {args.nanogpt} has no train.py (want a checkout of karpathy/nanoGPT)")
+    from tinyllm.data import TINY_SHAKESPEARE, find_corpus, read_text
+
+    text = read_text(find_corpus(TINY_SHAKESPEARE, None))
+    tokens_per_step = SHAPE["batch_size"] * SHAPE["block_size"]
+    contenders = ["nanogpt", "tinyllm"] + (["tinyllm_bias"] if args.with_bias else [])
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        checkout = Path(tmp) / "nanoGPT"
+        shutil.copytree(args.nanogpt, checkout, ignore=shutil.ignore_patterns(".git", "out-*"))
+        nanogpt_data(checkout / "data" / "shakespeare_char", text)
+        for _ in range(args.rounds):
+            seconds = {
+                "nanogpt": nanogpt_step_seconds(checkout, args.steps),
+                "tinyllm": tinyllm_step_seconds(Path(tmp) / "run", args.steps, bias=False),
+            }
+            if args.with_bias:
+                seconds["tinyllm_bias"] = tinyllm_step_seconds(Path(tmp) / "run", args.steps, bias=True)
+            rounds.append({name: round(tokens_per_step / statistics.mean(s)) for name, s in seconds.items()})
+            print(json.dumps(rounds[-1]), file=sys.stderr)
+    median = {name: statistics.median(r[name] for r in rounds) for name in contenders}
+    result = {
+        "cpu": cpu_name(),
+        "threads": os.cpu_count(),
+        "config": SHAPE | {"optimizer": "adamw", "dropout": 0.0, "compile": False, "cased": True},
+        "steps_per_run": args.steps,
+        "tokens_per_s_by_round": rounds,
+        "median_tokens_per_s": median,
+        "ratio_by_round": [round(r["tinyllm"] / r["nanogpt"], 3) for r in rounds],
+        "median_ratio_tinyllm_over_nanogpt": round(statistics.median(r["tinyllm"] / r["nanogpt"] for r in rounds), 3),
+    }
+    text_out = json.dumps(result, indent=2)
+    print(text_out)
+    if args.out:
+        args.out.write_text(text_out + "\n")
+
+
+if __name__ == "__main__":
+    main()

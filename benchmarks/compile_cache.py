@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,10 +33,12 @@ def train(folder: Path, steps: int, compile_model: bool, cache: Path) -> dict:
     flags = [f"--max-iters={steps}", "--max-time=1h", f"--eval-interval={10 * steps}", "--no-progress", "--overwrite"]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     started = time.perf_counter()
-    subprocess.run([*command, *flags, *(["--compile"] if compile_model else [])], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [*command, *flags, *(["--compile"] if compile_model else [])], check=True, capture_output=True, env=env
+    )
     wall = time.perf_counter() - started
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    times = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(records, records[1:]) if "test_loss" not in b]
+    times = [b["elapsed_s"] - a["elapsed_s"] for a, b in pairwise(records) if "test_loss" not in b]
     return {
         "command_wall_s": round(wall, 1),
         "first_step_s": round(records[0]["elapsed_s"], 2),
@@ -66,7 +69,9 @@ def main() -> None:
                 extra = m["first_step_s"] - eager["first_step_s"]
                 m["speedup_per_step"] = round(eager["steady_step_ms"] / m["steady_step_ms"], 3)
                 # the training time after which compiling has paid for itself (None: it never does)
-                m["break_even_s"] = round(extra / saved_per_step * m["steady_step_ms"] / 1000, 1) if saved_per_step > 0 else None
+                m["break_even_s"] = (
+                    round(extra / saved_per_step * m["steady_step_ms"] / 1000, 1) if saved_per_step > 0 else None
+                )
             rounds.append(measured)
             print(json.dumps(measured), file=sys.stderr)
     result = {"cpu": cpu_name(), "steps": args.steps, "model": "shakespeare default, cased", "rounds": rounds}

@@ -26,6 +26,11 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     "wsd": ["--schedule", "wsd"],
     "muon-wsd": ["--optimizer", "muon", "--schedule", "wsd"],
     "adamw": ["--optimizer", "adamw", "--schedule", "cosine"],
+    # the shape and rates, re-tuned around the Muon + WSD default
+    "lr2e-3": ["--lr", "2e-3", "--min-lr", "2e-4"],
+    "lr5e-3": ["--lr", "5e-3", "--min-lr", "5e-4"],
+    "wide128": ["--n-embd", "128"],
+    "batch16": ["--batch-size", "16"],
 }
 
 

@@ -15,8 +15,10 @@ Both sides: the steady-state wall time per optimizer step, from the programs' ow
 `time ...ms` per iteration; the differences of tinyllm's `elapsed_s` in metrics.jsonl), the mean
 over the steps after the first 10, evaluation steps left out. The rounds alternate the two programs so
 that the machine's noise hits both alike; the JSON gives every round and the median ratio.
-nanoGPT's model has no biases by default (`bias=False`): tinyllm runs with `--no-bias` to match
-(`--bias` for GPT-2's biases, tinyllm's default, is measured too with --with-bias).
+nanoGPT's model has no biases by default (`bias=False`): tinyllm runs with `--no-bias` to match.
+`--with tinyllm_bias` also times GPT-2's biases (tinyllm's default); `--with tinyllm_compiled` times
+`tinyllm train --compile` with the compiled code already in Inductor's cache (one short run fills
+it first), as it is from the second run of a shape on a machine.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -70,16 +73,24 @@ def nanogpt_step_seconds(checkout: Path, steps: int) -> list[float]:
     return [dt for i, dt in times if i > WARMUP_STEPS]  # iteration 0 holds the evaluation
 
 
-def tinyllm_step_seconds(folder: Path, steps: int, bias: bool) -> list[float]:
+def tinyllm_step_seconds(folder: Path, steps: int, flags: list[str], cache: Path) -> list[float]:
     shape = [f"--{k.replace('_', '-')}={v}" for k, v in SHAPE.items()]
     command = [sys.executable, "-m", "tinyllm", "train", "shakespeare", "--no-lowercase", *shape]
     options = ["--optimizer=adamw", "--schedule=cosine", "--lr=1e-3", "--min-lr=1e-4", "--warmup-iters=100"]
     budget = [f"--max-iters={steps}", "--max-time=3600", f"--eval-interval={10 * steps}", "--eval-iters=20"]
-    rest = ["--dropout=0", "--bias" if bias else "--no-bias", "--no-progress", "--overwrite", "--out", str(folder)]
-    subprocess.run([*command, *options, *budget, *rest], check=True, capture_output=True)
+    rest = ["--dropout=0", *flags, "--no-progress", "--overwrite", "--out", str(folder)]
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}  # --compile's cache: filled by the first run
+    subprocess.run([*command, *options, *budget, *rest], check=True, capture_output=True, env=env)
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    steps_run = [r for r in records if "train_loss" in r and "test_loss" not in r]
-    return [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(steps_run, steps_run[1:]) if b["iter"] > WARMUP_STEPS]
+    pairs = pairwise(records)  # a step's time: from the previous step's end to its own (evaluated at the end only)
+    return [b["elapsed_s"] - a["elapsed_s"] for a, b in pairs if b["iter"] > WARMUP_STEPS and "test_loss" not in b]
+
+
+TINYLLM = {  # contender -> flags of `tinyllm train`
+    "tinyllm": ["--no-bias"],  # nanoGPT's model: no biases
+    "tinyllm_bias": ["--bias"],  # GPT-2's biases, tinyllm's default
+    "tinyllm_compiled": ["--no-bias", "--compile"],  # with the compiled code already in the cache
+}
 
 
 def main() -> None:
@@ -87,7 +98,7 @@ def main() -> None:
     parser.add_argument("--nanogpt", type=Path, required=True, help="a checkout of karpathy/nanoGPT")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both programs")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
-    parser.add_argument("--with-bias", action="store_true", help="also time tinyllm with GPT-2's biases")
+    parser.add_argument("--with", dest="extra", nargs="*", default=[], choices=["tinyllm_bias", "tinyllm_compiled"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not (args.nanogpt / "train.py").is_file():
@@ -96,31 +107,33 @@ def main() -> None:
 
     text = read_text(find_corpus(TINY_SHAKESPEARE, None))
     tokens_per_step = SHAPE["batch_size"] * SHAPE["block_size"]
-    contenders = ["nanogpt", "tinyllm"] + (["tinyllm_bias"] if args.with_bias else [])
+    contenders = ["nanogpt", "tinyllm", *args.extra]
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        checkout = Path(tmp) / "nanoGPT"
+        checkout, run, cache = Path(tmp) / "nanoGPT", Path(tmp) / "run", Path(tmp) / "inductor-cache"
         shutil.copytree(args.nanogpt, checkout, ignore=shutil.ignore_patterns(".git", "out-*"))
         nanogpt_data(checkout / "data" / "shakespeare_char", text)
+        if "tinyllm_compiled" in contenders:  # fill the cache once: the rounds time a warm cache
+            tinyllm_step_seconds(run, 2 * WARMUP_STEPS, TINYLLM["tinyllm_compiled"], cache)
         for _ in range(args.rounds):
-            seconds = {
-                "nanogpt": nanogpt_step_seconds(checkout, args.steps),
-                "tinyllm": tinyllm_step_seconds(Path(tmp) / "run", args.steps, bias=False),
-            }
-            if args.with_bias:
-                seconds["tinyllm_bias"] = tinyllm_step_seconds(Path(tmp) / "run", args.steps, bias=True)
+            seconds = {"nanogpt": nanogpt_step_seconds(checkout, args.steps)}
+            for name in contenders[1:]:
+                seconds[name] = tinyllm_step_seconds(run, args.steps, TINYLLM[name], cache)
             rounds.append({name: round(tokens_per_step / statistics.mean(s)) for name, s in seconds.items()})
             print(json.dumps(rounds[-1]), file=sys.stderr)
     median = {name: statistics.median(r[name] for r in rounds) for name in contenders}
     result = {
         "cpu": cpu_name(),
         "threads": os.cpu_count(),
-        "config": SHAPE | {"optimizer": "adamw", "dropout": 0.0, "compile": False, "cased": True},
+        "config": SHAPE | {"optimizer": "adamw", "dropout": 0.0, "cased": True},
+        "contenders": {"nanogpt": "train.py, --compile=False", **{n: TINYLLM[n] for n in contenders[1:]}},
         "steps_per_run": args.steps,
         "tokens_per_s_by_round": rounds,
         "median_tokens_per_s": median,
-        "ratio_by_round": [round(r["tinyllm"] / r["nanogpt"], 3) for r in rounds],
-        "median_ratio_tinyllm_over_nanogpt": round(statistics.median(r["tinyllm"] / r["nanogpt"] for r in rounds), 3),
+        "ratio_to_nanogpt_by_round": {n: [round(r[n] / r["nanogpt"], 3) for r in rounds] for n in contenders[1:]},
+        "median_ratio_to_nanogpt": {
+            n: round(statistics.median(r[n] / r["nanogpt"] for r in rounds), 3) for n in contenders[1:]
+        },
     }
     text_out = json.dumps(result, indent=2)
     print(text_out)

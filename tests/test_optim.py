@@ -59,6 +59,28 @@ def test_our_float32_muon_is_pytorchs_update():
     assert singular.min() > 0.5 and singular.max() < 1.3  # about orthogonal: every direction moves alike
 
 
+def test_a_stack_of_matrices_is_orthogonalised_each_on_its_own():
+    """Muon batches the matrices of one shape: the same result as one at a time, tall or wide."""
+    torch.manual_seed(0)
+    for shape in ((3, 24, 64), (4, 64, 24)):
+        stack = torch.randn(shape)
+        one_by_one = torch.stack([orthogonalize(g) for g in stack])
+        torch.testing.assert_close(orthogonalize(stack), one_by_one, atol=1e-5, rtol=1e-4)
+    # and each step moves the parameters of a batch exactly as a Muon of that parameter alone
+    params = [torch.randn(16, 48) for _ in range(3)]
+    alone = [p.clone() for p in params]
+    together, separate = Muon(params, lr=0.02), [Muon([p], lr=0.02) for p in alone]
+    for _ in range(2):
+        for p, q in zip(params, alone, strict=True):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        together.step()
+        for optimizer in separate:
+            optimizer.step()
+    for p, q in zip(params, alone, strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
 def test_muon_trains_a_tiny_gpt(tmp_path):
     result = tinyllm.train(
         "shakespeare",

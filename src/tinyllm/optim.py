@@ -21,6 +21,7 @@ AdamW (a test checks that the two agree to bfloat16's precision).
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import torch
 import torch.nn as nn
@@ -32,17 +33,24 @@ NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)  # the quintic's coefficients (Jordan 
 
 def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
     """About U V^T for g = U S V^T: the nearest matrix whose singular values are all ~1, by `steps`
-    Newton-Schulz iterations of x <- a x + (b x x^T + c (x x^T)^2) x on the normalised g."""
+    Newton-Schulz iterations of x <- a x + (b x x^T + c (x x^T)^2) x on the normalised g.
+
+    `g` is one matrix or a stack of matrices of one shape (k, m, n), orthogonalised each on its own
+    but in one batched product per term: on a CPU, these small products cost about as much as
+    the model's own forward and backward, and batching them saves a quarter to a third.
+    """
     a, b, c = NEWTON_SCHULZ
-    x = g.float()
-    transposed = x.shape[0] > x.shape[1]  # iterate on the wide side: x x^T is the smaller square
+    x = g.float() if g.dim() == 3 else g.float().unsqueeze(0)
+    transposed = x.shape[-2] > x.shape[-1]  # iterate on the wide side: x x^T is the smaller square
     if transposed:
-        x = x.T
-    x = x / x.norm().clamp(min=eps)  # singular values <= 1, where the iteration converges
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # singular values <= 1, where it converges
     for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if transposed else x).to(g.dtype)
+        gram = x @ x.mT
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b gram + c gram^2, in one call
+        x = torch.baddbmm(x, poly, x, beta=a)  # a x + poly x
+    x = x.mT if transposed else x
+    return (x if g.dim() == 3 else x.squeeze(0)).to(g.dtype)
 
 
 class Muon(torch.optim.Optimizer):
@@ -55,6 +63,7 @@ class Muon(torch.optim.Optimizer):
     def step(self, closure=None):
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
+            by_shape: dict[torch.Size, list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -63,10 +72,14 @@ class Muon(torch.optim.Optimizer):
                     state["momentum_buffer"] = torch.zeros_like(p)
                 buffer = state["momentum_buffer"]
                 buffer.lerp_(p.grad, 1 - momentum)  # 1) the running average of gradients
-                update = p.grad.lerp(buffer, momentum)  # 2) Nesterov: look ahead along it
-                update = orthogonalize(update, group["ns_steps"])  # 3) every direction the same size
-                p.mul_(1 - lr * group["weight_decay"])  # 4) decoupled weight decay, as AdamW's
-                p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))  # 5) a step of AdamW's size
+                by_shape[p.shape].append((p, p.grad.lerp(buffer, momentum)))  # 2) Nesterov: look ahead along it
+            for pairs in by_shape.values():  # the matrices of one shape (one per block) together
+                updates = orthogonalize(
+                    torch.stack([u for _, u in pairs]), group["ns_steps"]
+                )  # 3) every direction the same size
+                for (p, _), update in zip(pairs, updates, strict=True):
+                    p.mul_(1 - lr * group["weight_decay"])  # 4) decoupled weight decay, as AdamW's
+                    p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))  # 5) a step of AdamW's size
         return None
 
 

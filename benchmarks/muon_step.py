@@ -1,0 +1,86 @@
+"""Muon's Newton-Schulz cost per optimizer step: one matrix at a time against one batch per shape.
+
+    python benchmarks/muon_step.py [--repeats 30]
+
+For the hidden matrices of the baby shape (4 layers, 128 wide) and the Shakespeare default (3
+layers, 96 wide), times the orthogonalisation of one step's updates two ways, alternating: each
+matrix on its own with the iteration written as plain tensor maths (`x = a x + (b g + c g g) x`,
+Muon's usual form), and `tinyllm.optim.orthogonalize` on a stack of the matrices of each shape with
+fused multiply-adds (`baddbmm`), as tinyllm's `Muon` does. Prints JSON: median milliseconds and the
+largest difference between the two results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tinyllm import GPT, GPTConfig
+from tinyllm.optim import NEWTON_SCHULZ, muon_params, orthogonalize
+
+sys.path.insert(0, str(Path(__file__).parent))
+from time_to_quality import cpu_name  # noqa: E402
+
+SHAPES = {
+    "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65),
+    "shakespeare": dict(n_layer=3, n_head=4, n_embd=96, block_size=256, vocab_size=65),
+}
+
+
+def one_at_a_time(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The textbook form, one matrix, unfused: the baseline."""
+    a, b, c = NEWTON_SCHULZ
+    x = g.T if g.shape[0] > g.shape[1] else g
+    x = x / x.norm().clamp(min=1e-7)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if g.shape[0] > g.shape[1] else x
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "shapes": {}}
+    for name, shape in SHAPES.items():
+        updates = [torch.randn_like(p) for p in muon_params(GPT(GPTConfig(**shape)))[0]]
+        stacks: dict[torch.Size, list[torch.Tensor]] = {}
+        for u in updates:
+            stacks.setdefault(u.shape, []).append(u)
+        batches = [torch.stack(group) for group in stacks.values()]
+        together = [m for batch in batches for m in orthogonalize(batch)]
+        by_shape = [u for group in stacks.values() for u in group]  # `together`'s order
+        difference = max((one_at_a_time(u) - m).abs().max().item() for u, m in zip(by_shape, together, strict=True))
+        loop, batched = [], []
+        for _ in range(3):  # alternate, so that noise hits both
+            loop.append(median_ms(lambda u=updates: [one_at_a_time(m) for m in u], args.repeats))
+            batched.append(median_ms(lambda b=batches: [orthogonalize(s) for s in b], args.repeats))
+        result["shapes"][name] = {
+            "matrices": len(updates),
+            "one_at_a_time_ms": round(statistics.median(loop), 2),
+            "batched_fused_ms": round(statistics.median(batched), 2),
+            "speedup": round(statistics.median(loop) / statistics.median(batched), 2),
+            "max_abs_difference": difference,
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

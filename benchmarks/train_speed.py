@@ -181,9 +181,10 @@ def batch_size(cfg_name: str, args) -> int:
     return args.batch or CONFIGS[cfg_name]["batch"]
 
 
-QUALITY_RECIPES = {  # the baby shape's time-to-quality recipes: (optimizer, schedule)
-    "adamw-cosine": ("adamw", "cosine"),  # nanoGPT's kind of recipe, tinyllm's default until issue 15
-    "muon-wsd": ("muon", "wsd"),  # the shakespeare task's default now
+QUALITY_RECIPES = {  # the baby shape's time-to-quality recipes: (optimizer, schedule, peak learning rate)
+    "adamw-cosine": ("adamw", "cosine", 4e-3),  # nanoGPT's kind of recipe, tinyllm's default until issue 15
+    "muon-wsd": ("muon", "wsd", 4e-3),  # the shakespeare task's default now
+    "muon-wsd-lr8e-3": ("muon", "wsd", 8e-3),
 }
 
 
@@ -195,14 +196,14 @@ def time_to_quality(target: float, max_time: float, recipe: str, data: str | Non
     from tinyllm.tasks import get_task
     from tinyllm.training import Trainer
 
-    optimizer, schedule = QUALITY_RECIPES[recipe]
+    optimizer, schedule, lr = QUALITY_RECIPES[recipe]
     task = get_task("shakespeare")(lowercase=False)
     task.prepare(data)  # a local copy, else TINYLLM_DATA_DIR or the download cache
     cfg = GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=task.tokenizer.vocab_size)
     train_cfg = TrainConfig(
         batch_size=12,
-        lr=4e-3,
-        min_lr=4e-4,
+        lr=lr,
+        min_lr=lr / 10,
         warmup_iters=50,
         schedule=schedule,
         optimizer=optimizer,
@@ -236,7 +237,7 @@ def time_to_quality(target: float, max_time: float, recipe: str, data: str | Non
         "target_test_loss": target,
         "reached": bool(reached),
         **reached,
-        "schedule": f"lr 4e-3 {schedule} over {max_time:.0f}s, batch 12, {optimizer}, evaluated every 50 steps",
+        "schedule": f"lr {lr:g} {schedule} over {max_time:.0f}s, batch 12, {optimizer}, evaluated every 50 steps",
     }
 
 

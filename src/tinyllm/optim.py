@@ -73,10 +73,8 @@ class Muon(torch.optim.Optimizer):
                 buffer = state["momentum_buffer"]
                 buffer.lerp_(p.grad, 1 - momentum)  # 1) the running average of gradients
                 by_shape[p.shape].append((p, p.grad.lerp(buffer, momentum)))  # 2) Nesterov: look ahead along it
-            for pairs in by_shape.values():  # the matrices of one shape (one per block) together
-                updates = orthogonalize(
-                    torch.stack([u for _, u in pairs]), group["ns_steps"]
-                )  # 3) every direction the same size
+            for pairs in by_shape.values():  # 3) every direction the same size: one stack per shape
+                updates = orthogonalize(torch.stack([u for _, u in pairs]), group["ns_steps"])
                 for (p, _), update in zip(pairs, updates, strict=True):
                     p.mul_(1 - lr * group["weight_decay"])  # 4) decoupled weight decay, as AdamW's
                     p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))  # 5) a step of AdamW's size

@@ -100,7 +100,7 @@ class Trainer:
         self.get_batch = get_batch
         self.task_metrics = task_metrics
         self.optimizers = make_optimizers(self.model, config, self.runtime.device)  # [AdamW] or [AdamW, Muon]
-        self.params = list(self.model.parameters())  # listed once: walking the modules every step costs ~1 ms
+        self.params = list(self.model.parameters())  # listed once, not walked through the modules each step
         # each rank of a distributed run draws its own batches
         self.batch_generator = torch.Generator().manual_seed(config.seed + self.runtime.dist.rank)
         self.callbacks: dict[str, list[Callable[..., None]]] = defaultdict(list)

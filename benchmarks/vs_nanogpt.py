@@ -18,7 +18,8 @@ that the machine's noise hits both alike; the JSON gives every round and the med
 nanoGPT's model has no biases by default (`bias=False`): tinyllm runs with `--no-bias` to match.
 `--with tinyllm_bias` also times GPT-2's biases (tinyllm's default); `--with tinyllm_compiled` times
 `tinyllm train --compile` with the compiled code already in Inductor's cache (one short run fills
-it first), as it is from the second run of a shape on a machine.
+it first), as it is from the second run of a shape on a machine. `--models` also times the two
+models alone in this process (forward, cross-entropy and backward; and the two GELUs).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -86,6 +88,52 @@ def tinyllm_step_seconds(folder: Path, steps: int, flags: list[str], cache: Path
     return [b["elapsed_s"] - a["elapsed_s"] for a, b in pairs if b["iter"] > WARMUP_STEPS and "test_loss" not in b]
 
 
+def model_forward_backward_ms(checkout: Path, repeats: int = 5) -> dict:
+    """The two models alone, in this process: forward + cross-entropy + backward at SHAPE, median ms.
+
+    Both without biases; tinyllm's GELU is GPT-2's tanh approximation (needed for the one-to-one
+    Hugging Face mapping), nanoGPT's the exact erf one: timed alone too, on one MLP activation."""
+    import torch
+    import torch.nn.functional as F
+
+    from tinyllm import GPT, GPTConfig
+
+    sys.path.insert(0, str(checkout))
+    import model as nanogpt_model  # nanoGPT's model.py
+
+    shape = {k: v for k, v in SHAPE.items() if k != "batch_size"} | {"vocab_size": VOCAB, "bias": False}
+    torch.manual_seed(0)
+    models = {
+        "nanogpt": nanogpt_model.GPT(nanogpt_model.GPTConfig(**shape, dropout=0.0)),
+        "tinyllm": GPT(GPTConfig(**shape)),
+    }
+    x = torch.randint(VOCAB, (SHAPE["batch_size"], SHAPE["block_size"]))
+    hidden = torch.randn(x.numel(), 4 * SHAPE["n_embd"], requires_grad=True)
+
+    def step(name):
+        if name == "nanogpt":  # nanoGPT's forward computes its own loss when given targets
+            loss = models[name](x, x)[1]
+        else:
+            loss = F.cross_entropy(models[name](x).reshape(-1, VOCAB), x.reshape(-1))
+        loss.backward()
+        models[name].zero_grad(set_to_none=True)
+
+    runs = {
+        "nanogpt": lambda: step("nanogpt"),
+        "tinyllm": lambda: step("tinyllm"),
+        "gelu_tanh": lambda: F.gelu(hidden, approximate="tanh").sum().backward(),
+        "gelu_erf": lambda: F.gelu(hidden).sum().backward(),
+    }
+    times = {name: [] for name in runs}
+    for _ in range(repeats):  # alternate, so that noise hits all
+        for name, fn in runs.items():
+            started = time.perf_counter()
+            for _ in range(20):
+                fn()
+            times[name].append((time.perf_counter() - started) / 20 * 1000)
+    return {name: round(statistics.median(t), 2) for name, t in times.items()}
+
+
 TINYLLM = {  # contender -> flags of `tinyllm train`
     "tinyllm": ["--no-bias"],  # nanoGPT's model: no biases
     "tinyllm_bias": ["--bias"],  # GPT-2's biases, tinyllm's default
@@ -99,6 +147,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both programs")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
     parser.add_argument("--with", dest="extra", nargs="*", default=[], choices=["tinyllm_bias", "tinyllm_compiled"])
+    parser.add_argument("--models", action="store_true", help="also time the two models alone (forward + backward)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not (args.nanogpt / "train.py").is_file():
@@ -135,6 +184,8 @@ def main() -> None:
             n: round(statistics.median(r[n] / r["nanogpt"] for r in rounds), 3) for n in contenders[1:]
         },
     }
+    if args.models:
+        result["model_forward_backward_ms"] = model_forward_backward_ms(args.nanogpt)
     text_out = json.dumps(result, indent=2)
     print(text_out)
     if args.out:

@@ -25,7 +25,7 @@ from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_quality import cpu_name  # noqa: E402
+from common import cpu_name, report  # noqa: E402
 
 
 def train(folder: Path, steps: int, compile_model: bool, cache: Path) -> dict:
@@ -75,10 +75,7 @@ def main() -> None:
             rounds.append(measured)
             print(json.dumps(measured), file=sys.stderr)
     result = {"cpu": cpu_name(), "steps": args.steps, "model": "shakespeare default, cased", "rounds": rounds}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

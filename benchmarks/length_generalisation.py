@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_quality import cpu_name  # noqa: E402
+from common import cpu_name, report  # noqa: E402
 
 SCHEMES = {"learned": [], "abacus": ["--positions", "abacus"]}
 
@@ -83,10 +83,7 @@ def main() -> None:
                 runs.append(run_scheme(scheme, seed, args.lengths, Path(folder)))
                 print(json.dumps(runs[-1]), file=sys.stderr)
     result = {"cpu": cpu_name(), "seeds": args.seeds, "lengths": args.lengths, "runs": runs}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(result, args.out)
     if args.plot:
         from tinyllm.plots import plot_accuracy_by_length
 

@@ -13,7 +13,6 @@ largest difference between the two results.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ from tinyllm import GPT, GPTConfig
 from tinyllm.optim import NEWTON_SCHULZ, muon_params, orthogonalize
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_quality import cpu_name  # noqa: E402
+from common import cpu_name, report  # noqa: E402
 
 SHAPES = {
     "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65),
@@ -79,7 +78,7 @@ def main() -> None:
             "speedup": round(statistics.median(loop) / statistics.median(batched), 2),
             "max_abs_difference": difference,
         }
-    print(json.dumps(result, indent=2))
+    report(result)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_quality import cpu_name  # noqa: E402
+from common import cpu_name, report  # noqa: E402
 
 RECIPES = {  # name -> the flags that differ from the default recipe
     "default (Muon, WSD, weight decay 0.1)": [],
@@ -78,10 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         runs = [run(name, flags, args.train_fraction, args.budget, Path(folder)) for name, flags in RECIPES.items()]
     result = {"cpu": cpu_name(), "train_fraction": args.train_fraction, "budget": args.budget, "runs": runs}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(result, args.out)
     if args.plot:
         plot(args.plot, runs, args.train_fraction)
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import cpu_name, report  # noqa: E402
 
 RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (default: Muon + WSD)
     "default": [],
@@ -32,19 +34,6 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     "wide128": ["--n-embd", "128"],
     "batch16": ["--batch-size", "16"],
 }
-
-
-def cpu_name() -> str:
-    """The CPU's model name, family and model (AMD: family 25 is Zen 3/4, 26 is Zen 5), from /proc/cpuinfo."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "unknown"
-    info: dict[str, str] = {}
-    for line in lines:
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
-    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
 
 
 def run_recipe(name: str, flags: list[str], seed: int, budget: str, lowercase: bool, folder: Path) -> dict:
@@ -89,10 +78,7 @@ def main() -> None:
                 runs.append(run_recipe(name, RECIPES[name], seed, args.budget, args.lowercase, Path(folder)))
                 print(json.dumps(runs[-1]), file=sys.stderr)
     result = {"cpu": cpu_name(), "budget": args.budget, "cased": not args.lowercase, "runs": runs}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

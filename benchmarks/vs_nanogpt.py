@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_quality import cpu_name  # noqa: E402
+from common import cpu_name, report  # noqa: E402
 
 SHAPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12)
 VOCAB = 65  # the characters of cased tiny Shakespeare
@@ -186,10 +186,7 @@ def main() -> None:
     }
     if args.models:
         result["model_forward_backward_ms"] = model_forward_backward_ms(args.nanogpt)
-    text_out = json.dumps(result, indent=2)
-    print(text_out)
-    if args.out:
-        args.out.write_text(text_out + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

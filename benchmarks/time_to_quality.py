@@ -33,6 +33,8 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     "lr5e-3": ["--lr", "5e-3", "--min-lr", "5e-4"],
     "wide128": ["--n-embd", "128"],
     "batch16": ["--batch-size", "16"],
+    # 32 dimensions per head instead of 24: the same work, in products that suit the CPU's kernels better
+    "heads3": ["--n-head", "3"],
 }
 
 

@@ -181,10 +181,15 @@ def batch_size(cfg_name: str, args) -> int:
     return args.batch or CONFIGS[cfg_name]["batch"]
 
 
-QUALITY_RECIPES = {  # the baby shape's time-to-quality recipes: (optimizer, schedule, peak learning rate)
-    "adamw-cosine": ("adamw", "cosine", 4e-3),  # nanoGPT's kind of recipe, tinyllm's default until issue 15
-    "muon-wsd": ("muon", "wsd", 4e-3),  # the shakespeare task's default now
-    "muon-wsd-lr8e-3": ("muon", "wsd", 8e-3),
+QUALITY_RECIPES = {  # the baby shape's time-to-quality recipes: (optimizer, schedule, peak learning rate, batch)
+    "adamw-cosine": ("adamw", "cosine", 4e-3, 12),  # nanoGPT's kind of recipe, tinyllm's default until issue 15
+    "muon-wsd": ("muon", "wsd", 4e-3, 12),  # the shakespeare task's default now
+    "muon-wsd-lr8e-3": ("muon", "wsd", 8e-3, 12),
+    # Muon's Newton-Schulz products cost the same at any batch: a bigger batch spreads them over more tokens
+    "muon-wsd-batch24": ("muon", "wsd", 4e-3, 24),
+    "muon-wsd-batch24-lr6e-3": ("muon", "wsd", 6e-3, 24),
+    "muon-wsd-batch24-lr8e-3": ("muon", "wsd", 8e-3, 24),
+    "muon-wsd-batch32-lr8e-3": ("muon", "wsd", 8e-3, 32),
 }
 
 
@@ -196,12 +201,12 @@ def time_to_quality(target: float, max_time: float, recipe: str, data: str | Non
     from tinyllm.tasks import get_task
     from tinyllm.training import Trainer
 
-    optimizer, schedule, lr = QUALITY_RECIPES[recipe]
+    optimizer, schedule, lr, batch = QUALITY_RECIPES[recipe]
     task = get_task("shakespeare")(lowercase=False)
     task.prepare(data)  # a local copy, else TINYLLM_DATA_DIR or the download cache
     cfg = GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=task.tokenizer.vocab_size)
     train_cfg = TrainConfig(
-        batch_size=12,
+        batch_size=batch,
         lr=lr,
         min_lr=lr / 10,
         warmup_iters=50,
@@ -216,7 +221,7 @@ def time_to_quality(target: float, max_time: float, recipe: str, data: str | Non
     )
     torch.manual_seed(train_cfg.seed)
     model = task.build_model(cfg)
-    trainer = Trainer(model, lambda split, g: task.get_batch(split, 12, 64, g), train_cfg)
+    trainer = Trainer(model, lambda split, g: task.get_batch(split, batch, 64, g), train_cfg)
     reached, evaluating = {}, {"seconds": 0.0}
 
     def check(trainer, record):
@@ -237,7 +242,7 @@ def time_to_quality(target: float, max_time: float, recipe: str, data: str | Non
         "target_test_loss": target,
         "reached": bool(reached),
         **reached,
-        "schedule": f"lr {lr:g} {schedule} over {max_time:.0f}s, batch 12, {optimizer}, evaluated every 50 steps",
+        "schedule": f"lr {lr:g} {schedule} over {max_time:.0f}s, batch {batch}, {optimizer}, evaluated every 50 steps",
     }
 
 
@@ -246,7 +251,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--configs", nargs="+", default=["baby", "shakespeare"], choices=list(CONFIGS))
+    parser.add_argument(
+        "--configs",
+        nargs="*",
+        default=["baby", "shakespeare"],
+        choices=list(CONFIGS),
+        help="none: time-to-quality only",
+    )
     parser.add_argument("--batch", type=int, help="override the config's batch size")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps per timed window")

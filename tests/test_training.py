@@ -141,3 +141,17 @@ def test_plots_are_valid_pngs(tiny_run):
         image = matplotlib.image.imread(path)
         assert image.shape[0] > 100 and image.shape[1] > 100
         assert image.std() > 0  # something is drawn
+
+
+@pytest.mark.parametrize(("every_s", "drawings"), [(0.0, 3), (3600.0, 2)])
+def test_plots_are_redrawn_at_most_every_plot_every_s(tmp_path, monkeypatch, every_s, drawings):
+    """Drawing PNGs costs training time: while training they are redrawn at an evaluation only when
+    PLOT_EVERY_S has passed since the last drawing (the first evaluation always draws), and at the end."""
+    import tinyllm.runs as runs
+
+    drawn = []
+    monkeypatch.setattr(runs, "PLOT_EVERY_S", every_s)
+    monkeypatch.setattr(runs, "plot_run", lambda path, title="": drawn.append(path) or [])
+    settings = dict(model_overrides=TINY_MODEL, train_overrides=TINY_TRAIN, progress_bar=False)
+    train("shakespeare", out_dir=tmp_path / "run", **settings)  # 20 steps, evaluated at 10 and 20
+    assert len(drawn) == drawings  # every evaluation + the end, or the first evaluation + the end

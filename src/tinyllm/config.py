@@ -65,7 +65,9 @@ class TrainConfig:
     beta2: float = setting(0.99, "Adam's beta2: a bit below the usual 0.999, as small batches are noisy", fraction)
     grad_clip: float = setting(1.0, "clip the global gradient norm (0: off)", non_negative_number)
     # -- evaluation and checkpoints --
-    eval_interval: int = setting(250, "evaluate (and checkpoint, and redraw the plots) every N steps", positive_int)
+    eval_interval: int = setting(
+        250, "evaluate (and checkpoint) every N steps; the plots are redrawn at most once a minute", positive_int
+    )
     eval_iters: int = setting(20, "batches per split in each evaluation (the same batches every time)", positive_int)
     checkpoint_interval: int | None = setting(
         None, "checkpoint every N steps (default: at each evaluation)", optional(positive_int)

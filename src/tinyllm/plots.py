@@ -1,6 +1,7 @@
 """Loss curves as PNG files, drawn from a run's metrics.jsonl.
 
-Written at each evaluation and at the end of training; `tinyllm plot RUN` redraws them:
+Written at an evaluation (at most once a minute of training: `runs.PLOT_EVERY_S`) and at the end of
+training; `tinyllm plot RUN` redraws them:
 - train_loss.png: the loss of every training batch (light) and the evaluated train loss (dark)
 - test_loss.png: the test loss at each evaluation, with the train loss for comparison
 - lr.png: the learning-rate schedule

@@ -33,6 +33,11 @@ from .tasks import Task, get_task
 from .tokenizer import tokenizer_from_dict
 from .training import Trainer
 
+# Drawing the PNGs takes time from the training budget like everything else: while training they
+# are redrawn at an evaluation only when this many seconds have passed since the last drawing
+# (about five times in a five-minute run), and always at the end.
+PLOT_EVERY_S = 60.0
+
 
 class Interrupted(TinyLLMError):
     """Training was stopped with Ctrl-C after saving a checkpoint (exit status 130)."""
@@ -218,8 +223,15 @@ def _write_run_as_it_trains(run: RunDirectory, trainer: Trainer, task: Task, blo
             )  # comparable across tokenizers
         run.append_metrics(record)
 
+    drawn_at = [-math.inf]  # training seconds at the last drawing
+
+    def redraw_plots(trainer: Trainer, record: dict[str, Any]) -> None:
+        if trainer.elapsed - drawn_at[0] >= PLOT_EVERY_S:
+            plot_run(run.path, title=task.name)
+            drawn_at[0] = trainer.elapsed
+
     trainer.add_callback("step", log_step)
-    trainer.add_callback("eval", lambda trainer, record: plot_run(run.path, title=task.name))
+    trainer.add_callback("eval", redraw_plots)
     trainer.add_callback(
         "checkpoint", lambda trainer, is_best: run.save_checkpoint(trainer.model.gpt, trainer.state_dict(), is_best)
     )

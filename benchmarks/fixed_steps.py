@@ -1,0 +1,128 @@
+"""Learning per step: recipes compared at one fixed number of optimizer steps, not one wall-clock budget.
+
+    TINYLLM_DATA_DIR=../shared/data python benchmarks/fixed_steps.py --steps 1500 --seeds 1 \
+        --recipes default emb-lr-x3 zero-proj heads3 [--out results.json]
+
+A time budget mixes two things: how fast each step is, and how much each step learns. On a shared
+machine whose speed drifts by half within an hour, the first drowns the second. With a fixed number
+of steps (and the schedule fitted to them) a CPU run with one seed repeats exactly, at any speed:
+so a lever that does not change the cost of a step (a learning rate, an initialisation, weight
+decay) is judged here, noise-free, and only the winners need the slow, noisy time-budget runs of
+`time_to_quality.py`. Cased tiny Shakespeare; each run scored by `tinyllm eval RUN --json`.
+
+Most recipes are flags of `tinyllm train`. A few levers have no flag (they lost, so they never got
+one); this script applies them to the library before training, in its own worker process:
+- `emb-lr-xF`: the AdamW group (embeddings, tied output layer, 1-D parameters) at F times the rate
+- `muon-lr-xF`: the Muon group (hidden matrices) at F times the rate
+- `zero-proj`: the two residual projections of each block start at zero instead of GPT-2's small
+  random values (a block then starts as the identity; modded-nanogpt's choice)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import cpu_name, report  # noqa: E402
+
+RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a flag)
+    "default": ([], []),
+    "emb-lr-x3": ([], ["emb-lr-x3"]),
+    "emb-lr-x0.5": ([], ["emb-lr-x0.5"]),
+    "muon-lr-x1.67": ([], ["muon-lr-x1.67"]),
+    "zero-proj": ([], ["zero-proj"]),
+    "wd0": (["--weight-decay", "0"], []),
+    "decay0.4": (["--decay-fraction", "0.4"], []),
+    "heads2": (["--n-head", "2"], []),
+    "heads3": (["--n-head", "3"], []),
+    "min-lr0": (["--min-lr", "0"], []),
+    "beta2-0.95": (["--beta2", "0.95"], []),
+    "warmup20": (["--warmup-iters", "20"], []),
+    "no-clip": (["--grad-clip", "0"], []),
+}
+
+
+def apply_levers(levers: list[str]) -> None:
+    """Patch the library for the levers that have no flag (in the worker process only)."""
+    import torch.nn as nn
+
+    import tinyllm.model as model
+    import tinyllm.training as training
+
+    def scale_rates(optimizer, factor: float) -> None:  # the Trainer sets group["lr"]; scale what it sets
+        class ScaledGroup(dict):
+            def __setitem__(self, key, value):
+                super().__setitem__(key, value * factor if key == "lr" else value)
+
+        optimizer.param_groups = [ScaledGroup(group) for group in optimizer.param_groups]
+
+    make_optimizers = training.make_optimizers
+
+    def patched_optimizers(gpt, config, device):
+        optimizers = make_optimizers(gpt, config, device)  # [AdamW, Muon]
+        for lever in levers:
+            if lever.startswith("emb-lr-x"):
+                scale_rates(optimizers[0], float(lever.removeprefix("emb-lr-x")))
+            if lever.startswith("muon-lr-x"):
+                scale_rates(optimizers[1], float(lever.removeprefix("muon-lr-x")))
+        return optimizers
+
+    gpt_init = model.GPT.__init__
+
+    def patched_init(self, config):
+        gpt_init(self, config)
+        if "zero-proj" in levers:
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    nn.init.zeros_(p)
+
+    training.make_optimizers = patched_optimizers
+    model.GPT.__init__ = patched_init
+
+
+def run_recipe(name: str, seed: int, steps: int, folder: Path) -> dict:
+    flags, levers = RECIPES[name]
+    out = folder / f"{name}-seed{seed}"
+    budget = ["--max-iters", str(steps), "--max-time", "24h"]  # the steps, not the clock, end the run
+    train = ["train", "shakespeare", "--no-lowercase", "--out", str(out), *budget, *flags]
+    worker = [sys.executable, __file__, "--worker", ",".join(levers), "--"]
+    subprocess.run(
+        [*worker, *train, "--seed", str(seed), "--no-progress", "--overwrite"], check=True, capture_output=True
+    )
+    evaluated = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "tinyllm", "eval", str(out), "--json"], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    return {"recipe": name, "flags": flags, "levers": levers, "seed": seed, "steps": steps,
+            "test_loss": round(evaluated["test_loss"], 4)}  # fmt: skip
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":  # --worker LEVERS -- ARGS OF `tinyllm`
+        apply_levers([lever for lever in sys.argv[2].split(",") if lever])
+        from tinyllm.cli import main as tinyllm
+
+        sys.exit(tinyllm(sys.argv[4:]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    runs = []
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in args.seeds:
+            for name in args.recipes:
+                runs.append(run_recipe(name, seed, args.steps, Path(folder)))
+                print(json.dumps(runs[-1]), file=sys.stderr)
+    report({"cpu": cpu_name(), "steps": args.steps, "cased": True, "runs": runs}, args.out)
+
+
+if __name__ == "__main__":
+    main()

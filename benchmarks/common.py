@@ -1,9 +1,14 @@
-"""What the benchmark scripts share: the CPU's name for every figure, and how a result is reported."""
+"""What the benchmark scripts share: the CPU's name for every figure, how a result is reported, how
+`tinyllm` is run, and how recipes alternate."""
 
 from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -26,3 +31,21 @@ def report(result: dict, out: Path | None = None) -> None:
     print(text)
     if out:
         out.write_text(text + "\n")
+
+
+def tinyllm(*args: str) -> str:
+    """Run the `tinyllm` command in its own process (as a user would); its standard output."""
+    return subprocess.run([sys.executable, "-m", "tinyllm", *args], check=True, capture_output=True, text=True).stdout
+
+
+def alternate(seeds: list[int], names: list[str], run: Callable[[str, int, Path], dict]) -> list[dict]:
+    """`run(name, seed, folder)` for every seed and name, names alternating within each seed (A B C,
+    A B C, ...) so that a noisy spell of the machine hits them all; run directories go to a folder
+    deleted at the end. Each result is printed to stderr as it comes."""
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in seeds:
+            for name in names:
+                results.append(run(name, seed, Path(folder)))
+                print(json.dumps(results[-1]), file=sys.stderr)
+    return results

@@ -24,11 +24,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_name, report  # noqa: E402
+from common import alternate, cpu_name, report, tinyllm  # noqa: E402
 
 RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a flag)
     "default": ([], []),
@@ -94,11 +93,7 @@ def run_recipe(name: str, seed: int, steps: int, folder: Path) -> dict:
     subprocess.run(
         [*worker, *train, "--seed", str(seed), "--no-progress", "--overwrite"], check=True, capture_output=True
     )
-    evaluated = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "tinyllm", "eval", str(out), "--json"], check=True, capture_output=True, text=True
-        ).stdout
-    )
+    evaluated = json.loads(tinyllm("eval", str(out), "--json"))
     return {"recipe": name, "flags": flags, "levers": levers, "seed": seed, "steps": steps,
             "test_loss": round(evaluated["test_loss"], 4)}  # fmt: skip
 
@@ -115,12 +110,7 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    runs = []
-    with tempfile.TemporaryDirectory() as folder:
-        for seed in args.seeds:
-            for name in args.recipes:
-                runs.append(run_recipe(name, seed, args.steps, Path(folder)))
-                print(json.dumps(runs[-1]), file=sys.stderr)
+    runs = alternate(args.seeds, args.recipes, lambda name, seed, folder: run_recipe(name, seed, args.steps, folder))
     report({"cpu": cpu_name(), "steps": args.steps, "cased": True, "runs": runs}, args.out)
 
 

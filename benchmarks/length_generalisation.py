@@ -16,20 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_name, report  # noqa: E402
+from common import alternate, cpu_name, report, tinyllm  # noqa: E402
 
 SCHEMES = {"learned": [], "abacus": ["--positions", "abacus"]}
-
-
-def tinyllm(*args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "tinyllm", *args], check=True, capture_output=True, text=True).stdout
 
 
 def run_scheme(scheme: str, seed: int, lengths: str, folder: Path) -> dict:
@@ -76,12 +70,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--plot", type=Path, help="draw the mean accuracy by length of each scheme here")
     args = parser.parse_args()
-    runs = []
-    with tempfile.TemporaryDirectory() as folder:
-        for seed in args.seeds:
-            for scheme in args.schemes:
-                runs.append(run_scheme(scheme, seed, args.lengths, Path(folder)))
-                print(json.dumps(runs[-1]), file=sys.stderr)
+    runs = alternate(
+        args.seeds, args.schemes, lambda scheme, seed, folder: run_scheme(scheme, seed, args.lengths, folder)
+    )
     result = {"cpu": cpu_name(), "seeds": args.seeds, "lengths": args.lengths, "runs": runs}
     report(result, args.out)
     if args.plot:

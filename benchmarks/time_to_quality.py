@@ -16,11 +16,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_name, report  # noqa: E402
+from common import alternate, cpu_name, report, tinyllm  # noqa: E402
 
 RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (default: Muon + WSD)
     "default": [],
@@ -45,11 +44,7 @@ def run_recipe(name: str, flags: list[str], seed: int, budget: str, lowercase: b
     subprocess.run(
         [*command, *case, *flags, "--seed", str(seed), "--no-progress", "--overwrite"], check=True, capture_output=True
     )
-    evaluated = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "tinyllm", "eval", str(out), "--json"], check=True, capture_output=True, text=True
-        ).stdout
-    )
+    evaluated = json.loads(tinyllm("eval", str(out), "--json"))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     config = json.loads((out / "config.json").read_text())
     tokens = records[-1]["iter"] * config["train"]["batch_size"] * config["model"]["block_size"]
@@ -73,12 +68,11 @@ def main() -> None:
     parser.add_argument("--lowercase", action="store_true", help="lowercase text (default: cased, as nanoGPT)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    runs = []
-    with tempfile.TemporaryDirectory() as folder:
-        for seed in args.seeds:
-            for name in args.recipes:  # alternate: A B C, A B C, ...
-                runs.append(run_recipe(name, RECIPES[name], seed, args.budget, args.lowercase, Path(folder)))
-                print(json.dumps(runs[-1]), file=sys.stderr)
+
+    def run(name: str, seed: int, folder: Path) -> dict:
+        return run_recipe(name, RECIPES[name], seed, args.budget, args.lowercase, folder)
+
+    runs = alternate(args.seeds, args.recipes, run)
     result = {"cpu": cpu_name(), "budget": args.budget, "cased": not args.lowercase, "runs": runs}
     report(result, args.out)
 

@@ -223,12 +223,13 @@ def _write_run_as_it_trains(run: RunDirectory, trainer: Trainer, task: Task, blo
             )  # comparable across tokenizers
         run.append_metrics(record)
 
-    drawn_at = [-math.inf]  # training seconds at the last drawing
+    drawn_at = -math.inf  # training seconds at the last drawing
 
     def redraw_plots(trainer: Trainer, record: dict[str, Any]) -> None:
-        if trainer.elapsed - drawn_at[0] >= PLOT_EVERY_S:
+        nonlocal drawn_at
+        if trainer.elapsed - drawn_at >= PLOT_EVERY_S:
             plot_run(run.path, title=task.name)
-            drawn_at[0] = trainer.elapsed
+            drawn_at = trainer.elapsed
 
     trainer.add_callback("step", log_step)
     trainer.add_callback("eval", redraw_plots)

@@ -33,9 +33,20 @@ def report(result: dict, out: Path | None = None) -> None:
         out.write_text(text + "\n")
 
 
-def tinyllm(*args: str) -> str:
+def run_quietly(command: list[str], **options) -> str:
+    """Run `command` in its own process; its standard output. If it fails, exit with its last line of
+    error (tinyllm's own one-line message, such as a missing data file), not a traceback."""
+    done = subprocess.run(command, capture_output=True, text=True, **options)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()] or [f"exit status {done.returncode}"]
+        program = command[2] if command[1] == "-m" else Path(command[1]).name  # `python -m tinyllm`, `python train.py`
+        sys.exit(f"error: {program} failed: {lines[-1]}")
+    return done.stdout
+
+
+def tinyllm(*args: str, **options) -> str:
     """Run the `tinyllm` command in its own process (as a user would); its standard output."""
-    return subprocess.run([sys.executable, "-m", "tinyllm", *args], check=True, capture_output=True, text=True).stdout
+    return run_quietly([sys.executable, "-m", "tinyllm", *args], **options)
 
 
 def alternate(seeds: list[int], names: list[str], run: Callable[[str, int, Path], dict]) -> list[dict]:

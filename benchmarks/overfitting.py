@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_name, report  # noqa: E402
+from common import cpu_name, report, run_quietly  # noqa: E402
 
 RECIPES = {  # name -> the flags that differ from the default recipe
     "default (Muon, WSD, weight decay 0.1)": [],
@@ -32,7 +31,7 @@ def run(name: str, flags: list[str], fraction: float, budget: str, folder: Path)
     out = folder / name.split()[0].strip("()")
     command = [sys.executable, "-m", "tinyllm", "train", "shakespeare", "--no-lowercase", "--out", str(out)]
     options = ["--train-fraction", str(fraction), "--max-time", budget, "--eval-interval", "50", "--no-progress"]
-    subprocess.run([*command, *options, *flags, "--overwrite"], check=True, capture_output=True)
+    run_quietly([*command, *options, *flags, "--overwrite"])
     evals = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "test_loss" in r]
     best = min(evals, key=lambda r: r["test_loss"])
     return {

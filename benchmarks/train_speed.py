@@ -18,9 +18,9 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from tinyllm import GPT, GPTConfig
 from tinyllm.config import TrainConfig
 from tinyllm.cpu_matmul import onednn_available, use_onednn_where_it_pays
 from tinyllm.training import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import run_quietly  # noqa: E402
 
 CONFIGS = {
     # nanoGPT's well-known CPU config ("baby GPT")
@@ -173,7 +176,7 @@ def peak_memory_mb(cfg_name: str, contender: str, args) -> float:
         "--batch",
         str(batch_size(cfg_name, args)),
     ] + (["--compile"] if args.compile else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = run_quietly(cmd)
     return float(out.strip().splitlines()[-1])
 
 

@@ -31,7 +31,6 @@ import pickle
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_name, report  # noqa: E402
+from common import cpu_name, report, run_quietly  # noqa: E402
 
 SHAPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12)
 VOCAB = 65  # the characters of cased tiny Shakespeare
@@ -68,7 +67,7 @@ def nanogpt_step_seconds(checkout: Path, steps: int) -> list[float]:
         *(f"--{k}={v}" for k, v in SHAPE.items()),
     ]  # fmt: skip
     command = [sys.executable, "train.py", "config/train_shakespeare_char.py", *flags]
-    log = subprocess.run(command, cwd=checkout, capture_output=True, text=True, check=True).stdout
+    log = run_quietly(command, cwd=checkout)
     if f"found vocab_size = {VOCAB}" not in log:  # else it would build GPT-2's 50,304-token output layer
         sys.exit("error: nanoGPT did not read the 65-character vocabulary from meta.pkl")
     times = [(int(i), float(ms) / 1000) for i, ms in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", log)]
@@ -82,7 +81,7 @@ def tinyllm_step_seconds(folder: Path, steps: int, flags: list[str], cache: Path
     budget = [f"--max-iters={steps}", "--max-time=3600", f"--eval-interval={10 * steps}", "--eval-iters=20"]
     rest = ["--dropout=0", *flags, "--no-progress", "--overwrite", "--out", str(folder)]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}  # --compile's cache: filled by the first run
-    subprocess.run([*command, *options, *budget, *rest], check=True, capture_output=True, env=env)
+    run_quietly([*command, *options, *budget, *rest], env=env)
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     pairs = pairwise(records)  # a step's time: from the previous step's end to its own (evaluated at the end only)
     return [b["elapsed_s"] - a["elapsed_s"] for a, b in pairs if b["iter"] > WARMUP_STEPS and "test_loss" not in b]

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import tinyllm
+from tinyllm.plots import read_metrics
 from tinyllm.web.app import create_app
 
 pytest.importorskip("fastapi")
@@ -102,6 +103,27 @@ def test_a_run_is_reloaded_when_its_weights_change(tiny_run, tmp_path):
     weights.write_bytes(weights.read_bytes())
     os.utime(weights, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     assert app.state.library.run("r") is not first
+
+
+def test_metrics_are_parsed_again_only_when_the_file_changes(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    import tinyllm.web.library as library
+
+    parsed = []
+    monkeypatch.setattr(library, "read_metrics", lambda path: parsed.append(path) or read_metrics(path))
+    shutil.copytree(tiny_run, tmp_path / "served" / "r")
+    client = TestClient(create_app(tmp_path / "served"))
+    first = client.get("/api/runs").json()["runs"][0]
+    assert client.get("/api/runs/r/metrics").json()["records"][-1]["iter"] == first["steps"]
+    assert len(parsed) == 1  # the runs list and the metrics poll share one parse of the unchanged file
+    with open(tmp_path / "served" / "r" / "metrics.jsonl", "a", encoding="utf-8") as f:  # training goes on
+        f.write(json.dumps({"iter": first["steps"] + 1, "loss": 1.0, "test_loss": 0.5}) + "\n")
+    assert [r["iter"] for r in client.get(f"/api/runs/r/metrics?since={first['steps']}").json()["records"]] == [
+        first["steps"] + 1
+    ]
+    assert client.get("/api/runs").json()["runs"][0]["best_test_loss"] == 0.5
+    assert len(parsed) == 2
 
 
 def test_serving_one_run_folder_serves_only_it(tiny_run):

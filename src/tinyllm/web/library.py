@@ -1,5 +1,9 @@
 """The runs a server shows: found by name inside one folder, loaded once, reloaded when retrained.
 
+The page asks for the runs list every 5 seconds and for the chosen run's new metrics every 2, and
+a long run's metrics.jsonl has many thousands of lines: each file is parsed again only when its
+size or modification time changed.
+
 A run's NAME is its folder's name, directly inside the served folder. A name is looked up only
 among the folders that are there -- never joined onto a path -- so `../../etc/passwd`, an absolute
 path or a symlink that leads outside cannot reach anything but a "no such run" error.
@@ -16,6 +20,7 @@ from typing import Any
 from ..errors import CheckpointError, TinyLLMError
 from ..inference import Run, load
 from ..model import GPTConfig
+from ..plots import read_metrics
 from ..rundir import RunDirectory
 from ..tasks import TASKS, Task
 
@@ -40,6 +45,7 @@ class RunLibrary:
         self.root = root.resolve()
         self.only = only  # serving one run folder: its name
         self._loaded: OrderedDict[str, tuple[float, Run]] = OrderedDict()
+        self._records: dict[str, tuple[tuple[int, int], list[dict[str, Any]]]] = {}  # name -> (file stamp, records)
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -65,10 +71,7 @@ class RunLibrary:
     def summary(self, name: str) -> dict[str, Any]:
         run = RunDirectory(self.path(name))
         config = run.read_config()
-        try:
-            records = run.metrics()
-        except CheckpointError:
-            records = []
+        records = self.records(name)
         tests = [r["test_loss"] for r in records if "test_loss" in r]
         task = TASKS.get(config["task"], Task)
         files = [run.path / f for f in ("metrics.jsonl", "model.safetensors", "config.json") if (run.path / f).exists()]
@@ -88,11 +91,27 @@ class RunLibrary:
         }
 
     def metrics(self, name: str, since: int = 0) -> list[dict[str, Any]]:
+        return [r for r in self.records(name) if r.get("iter", 0) > since]
+
+    def records(self, name: str) -> list[dict[str, Any]]:
+        """The run's metrics.jsonl records (none if it has no file yet), parsed again only when it changed."""
+        path = self.path(name) / "metrics.jsonl"
         try:
-            records = RunDirectory(self.path(name)).metrics()
-        except CheckpointError:
+            stat = path.stat()
+        except FileNotFoundError:
             return []
-        return [r for r in records if r.get("iter", 0) > since]
+        stamp = (stat.st_mtime_ns, stat.st_size)  # an append changes the size even within one clock tick
+        with self._lock:
+            cached = self._records.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            records = read_metrics(path)
+        except CheckpointError:
+            records = []
+        with self._lock:
+            self._records[name] = (stamp, records)
+        return records
 
     # ---- loaded models ----
 

@@ -16,6 +16,9 @@ one); this script applies them to the library before training, in its own worker
 - `muon-lr-xF`: the Muon group (hidden matrices) at F times the rate
 - `zero-proj`: the two residual projections of each block start at zero instead of GPT-2's small
   random values (a block then starts as the identity; modded-nanogpt's choice)
+- `muon-momentum-F`: Muon's momentum F instead of 0.95
+- `muon-momentum-warmup`: Muon's momentum rising from 0.85 to 0.95 over the first 300 steps
+  (modded-nanogpt's warm-up: a shorter memory while the gradients change fastest)
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     "beta2-0.95": (["--beta2", "0.95"], []),
     "warmup20": (["--warmup-iters", "20"], []),
     "no-clip": (["--grad-clip", "0"], []),
+    "muon-momentum-0.9": ([], ["muon-momentum-0.9"]),
+    "muon-momentum-0.97": ([], ["muon-momentum-0.97"]),
+    "muon-momentum-warmup": ([], ["muon-momentum-warmup"]),
 }
 
 
@@ -50,6 +56,7 @@ def apply_levers(levers: list[str]) -> None:
     import torch.nn as nn
 
     import tinyllm.model as model
+    import tinyllm.optim as optim
     import tinyllm.training as training
 
     def scale_rates(optimizer, factor: float) -> None:  # the Trainer sets group["lr"]; scale what it sets
@@ -79,8 +86,21 @@ def apply_levers(levers: list[str]) -> None:
                 if name.endswith("c_proj.weight"):
                     nn.init.zeros_(p)
 
+    muon_step = optim.Muon.step
+
+    def patched_step(self, closure=None):
+        self.steps_taken = getattr(self, "steps_taken", 0) + 1
+        for group in self.param_groups:
+            for lever in levers:
+                if lever == "muon-momentum-warmup":
+                    group["momentum"] = 0.85 + 0.10 * min(1.0, (self.steps_taken - 1) / 300)
+                elif lever.startswith("muon-momentum-"):
+                    group["momentum"] = float(lever.removeprefix("muon-momentum-"))
+        return muon_step(self, closure)
+
     training.make_optimizers = patched_optimizers
     model.GPT.__init__ = patched_init
+    optim.Muon.step = patched_step
 
 
 def run_recipe(name: str, seed: int, steps: int, folder: Path) -> dict:

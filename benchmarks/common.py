@@ -39,7 +39,7 @@ def run_quietly(command: list[str], **options) -> str:
     done = subprocess.run(command, capture_output=True, text=True, **options)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()] or [f"exit status {done.returncode}"]
-        program = command[2] if command[1] == "-m" else Path(command[1]).name  # `python -m tinyllm`, `python train.py`
+        program = " ".join(Path(part).name for part in command[:3])  # `python -m tinyllm`, `python train.py ...`
         sys.exit(f"error: {program} failed: {lines[-1]}")
     return done.stdout
 

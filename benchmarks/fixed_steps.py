@@ -16,6 +16,8 @@ one); this script applies them to the library before training, in its own worker
 - `muon-lr-xF`: the Muon group (hidden matrices) at F times the rate
 - `zero-proj`: the two residual projections of each block start at zero instead of GPT-2's small
   random values (a block then starts as the identity; modded-nanogpt's choice)
+- `decay-sqrt`: WSD's decay follows 1 - sqrt(fraction of the decay done) instead of a straight line
+  (Hägele et al. 2024's cooldown: the rate stays higher for longer, then drops at the very end)
 - `muon-momentum-F`: Muon's momentum F instead of 0.95
 - `muon-momentum-warmup`: Muon's momentum rising from 0.85 to 0.95 over the first 300 steps
   (modded-nanogpt's warm-up: a shorter memory while the gradients change fastest)
@@ -45,6 +47,8 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     "beta2-0.95": (["--beta2", "0.95"], []),
     "warmup20": (["--warmup-iters", "20"], []),
     "no-clip": (["--grad-clip", "0"], []),
+    "decay-sqrt": ([], ["decay-sqrt"]),
+    "decay-sqrt-0.4": (["--decay-fraction", "0.4"], ["decay-sqrt"]),
     "muon-momentum-0.9": ([], ["muon-momentum-0.9"]),
     "muon-momentum-0.97": ([], ["muon-momentum-0.97"]),
     "muon-momentum-warmup": ([], ["muon-momentum-warmup"]),
@@ -53,6 +57,8 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
 
 def apply_levers(levers: list[str]) -> None:
     """Patch the library for the levers that have no flag (in the worker process only)."""
+    import math
+
     import torch.nn as nn
 
     import tinyllm.model as model
@@ -98,7 +104,20 @@ def apply_levers(levers: list[str]) -> None:
                     group["momentum"] = float(lever.removeprefix("muon-momentum-"))
         return muon_step(self, closure)
 
+    lr_at = training.Trainer.lr_at
+
+    def patched_lr_at(self, it, elapsed):
+        cfg = self.config
+        if "decay-sqrt" not in levers or it < cfg.warmup_iters:
+            return lr_at(self, it, elapsed)
+        min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+        done = max(
+            0.0, 1.0 - (1.0 - self.progress(it, elapsed)) / cfg.decay_fraction
+        )  # 0 until the decay, 1 at the end
+        return min_lr + (1.0 - math.sqrt(done)) * (cfg.lr - min_lr)
+
     training.make_optimizers = patched_optimizers
+    training.Trainer.lr_at = patched_lr_at
     model.GPT.__init__ = patched_init
     optim.Muon.step = patched_step
 

@@ -44,6 +44,16 @@ def run_quietly(command: list[str], **options) -> str:
     return done.stdout
 
 
+def run_main(main: Callable[[], None]) -> None:
+    """Run a script's `main()`; tinyllm's own errors (a missing data file, say) end it in one line."""
+    from tinyllm.errors import TinyLLMError
+
+    try:
+        main()
+    except TinyLLMError as e:
+        sys.exit(f"error: {e}")
+
+
 def tinyllm(*args: str, **options) -> str:
     """Run the `tinyllm` command in its own process (as a user would); its standard output."""
     return run_quietly([sys.executable, "-m", "tinyllm", *args], **options)

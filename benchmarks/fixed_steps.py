@@ -111,9 +111,8 @@ def apply_levers(levers: list[str]) -> None:
         if "decay-sqrt" not in levers or it < cfg.warmup_iters:
             return lr_at(self, it, elapsed)
         min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
-        done = max(
-            0.0, 1.0 - (1.0 - self.progress(it, elapsed)) / cfg.decay_fraction
-        )  # 0 until the decay, 1 at the end
+        # how much of the decay is done: 0 until it starts, 1 at the end of the budget
+        done = max(0.0, 1.0 - (1.0 - self.progress(it, elapsed)) / cfg.decay_fraction)
         return min_lr + (1.0 - math.sqrt(done)) * (cfg.lr - min_lr)
 
     training.make_optimizers = patched_optimizers

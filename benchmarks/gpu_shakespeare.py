@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_name, report, run_quietly, tinyllm  # noqa: E402
+from common import cpu_name, report, run_main, run_quietly, tinyllm  # noqa: E402
 from vs_nanogpt import nanogpt_data  # noqa: E402
 
 BATCH, BLOCK = 64, 256
@@ -152,4 +152,4 @@ def device_name(device: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

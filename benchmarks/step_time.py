@@ -28,7 +28,7 @@ from tinyllm.tasks import get_task
 from tinyllm.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_name, report  # noqa: E402
+from common import cpu_name, report, run_main  # noqa: E402
 
 
 def build_trainer(task, heads: int, batch: int, context: int) -> Trainer:
@@ -50,12 +50,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per round and model")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    task = get_task("shakespeare")(lowercase=False)
-    task.prepare(None)
     variants = {f"{h} heads ({96 // h} dims)": (h, 8, 256) for h in args.heads}
     for shape in args.batches:
         batch, _, context = shape.partition("x")
+        if not (batch.isdigit() and context.isdigit() and 0 < int(context) <= 256 and int(batch) > 0):
+            parser.error(
+                f"--batches: expected BATCHxCONTEXT with a context of at most 256, such as 8x256; got {shape!r}"
+            )
         variants[f"batch {batch} x context {context}"] = (4, int(batch), int(context))
+    task = get_task("shakespeare")(lowercase=False)
+    task.prepare(None)
     trainers = {name: build_trainer(task, *variant) for name, variant in variants.items()}
     ms: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(args.rounds):
@@ -74,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -31,7 +31,7 @@ from tinyllm.cpu_matmul import onednn_available, use_onednn_where_it_pays
 from tinyllm.training import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import run_quietly  # noqa: E402
+from common import run_main, run_quietly  # noqa: E402
 
 CONFIGS = {
     # nanoGPT's well-known CPU config ("baby GPT")
@@ -330,4 +330,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

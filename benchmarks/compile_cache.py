@@ -24,15 +24,15 @@ from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_name, report, run_quietly  # noqa: E402
+from common import cpu_name, report, tinyllm  # noqa: E402
 
 
 def train(folder: Path, steps: int, compile_model: bool, cache: Path) -> dict:
-    command = [sys.executable, "-m", "tinyllm", "train", "shakespeare", "--no-lowercase", "--out", str(folder)]
+    command = ["train", "shakespeare", "--no-lowercase", "--out", str(folder)]
     flags = [f"--max-iters={steps}", "--max-time=1h", f"--eval-interval={10 * steps}", "--no-progress", "--overwrite"]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     started = time.perf_counter()
-    run_quietly([*command, *flags, *(["--compile"] if compile_model else [])], env=env)
+    tinyllm(*command, *flags, *(["--compile"] if compile_model else []), env=env)
     wall = time.perf_counter() - started
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     times = [b["elapsed_s"] - a["elapsed_s"] for a, b in pairwise(records) if "test_loss" not in b]

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_name, report, run_quietly  # noqa: E402
+from common import cpu_name, report, tinyllm  # noqa: E402
 
 RECIPES = {  # name -> the flags that differ from the default recipe
     "default (Muon, WSD, weight decay 0.1)": [],
@@ -29,9 +29,9 @@ RECIPES = {  # name -> the flags that differ from the default recipe
 
 def run(name: str, flags: list[str], fraction: float, budget: str, folder: Path) -> dict:
     out = folder / name.split()[0].strip("()")
-    command = [sys.executable, "-m", "tinyllm", "train", "shakespeare", "--no-lowercase", "--out", str(out)]
+    command = ["train", "shakespeare", "--no-lowercase", "--out", str(out)]
     options = ["--train-fraction", str(fraction), "--max-time", budget, "--eval-interval", "50", "--no-progress"]
-    run_quietly([*command, *options, *flags, "--overwrite"])
+    tinyllm(*command, *options, *flags, "--overwrite")
     evals = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "test_loss" in r]
     best = min(evals, key=lambda r: r["test_loss"])
     return {

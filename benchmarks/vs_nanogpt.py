@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_name, report, run_main, run_quietly  # noqa: E402
+from common import cpu_name, report, run_main, run_quietly, tinyllm  # noqa: E402
 
 SHAPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12)
 VOCAB = 65  # the characters of cased tiny Shakespeare
@@ -76,12 +76,12 @@ def nanogpt_step_seconds(checkout: Path, steps: int) -> list[float]:
 
 def tinyllm_step_seconds(folder: Path, steps: int, flags: list[str], cache: Path) -> list[float]:
     shape = [f"--{k.replace('_', '-')}={v}" for k, v in SHAPE.items()]
-    command = [sys.executable, "-m", "tinyllm", "train", "shakespeare", "--no-lowercase", *shape]
+    command = ["train", "shakespeare", "--no-lowercase", *shape]
     options = ["--optimizer=adamw", "--schedule=cosine", "--lr=1e-3", "--min-lr=1e-4", "--warmup-iters=100"]
     budget = [f"--max-iters={steps}", "--max-time=3600", f"--eval-interval={10 * steps}", "--eval-iters=20"]
     rest = ["--dropout=0", *flags, "--no-progress", "--overwrite", "--out", str(folder)]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}  # --compile's cache: filled by the first run
-    run_quietly([*command, *options, *budget, *rest], env=env)
+    tinyllm(*command, *options, *budget, *rest, env=env)
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     pairs = pairwise(records)  # a step's time: from the previous step's end to its own (evaluated at the end only)
     return [b["elapsed_s"] - a["elapsed_s"] for a, b in pairs if b["iter"] > WARMUP_STEPS and "test_loss" not in b]

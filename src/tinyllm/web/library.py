@@ -71,7 +71,7 @@ class RunLibrary:
     def summary(self, name: str) -> dict[str, Any]:
         run = RunDirectory(self.path(name))
         config = run.read_config()
-        records = self.records(name)
+        records = self._records_of(name, run.path / "metrics.jsonl")
         tests = [r["test_loss"] for r in records if "test_loss" in r]
         task = TASKS.get(config["task"], Task)
         files = [run.path / f for f in ("metrics.jsonl", "model.safetensors", "config.json") if (run.path / f).exists()]
@@ -95,7 +95,9 @@ class RunLibrary:
 
     def records(self, name: str) -> list[dict[str, Any]]:
         """The run's metrics.jsonl records (none if it has no file yet), parsed again only when it changed."""
-        path = self.path(name) / "metrics.jsonl"
+        return self._records_of(name, self.path(name) / "metrics.jsonl")
+
+    def _records_of(self, name: str, path: Path) -> list[dict[str, Any]]:
         try:
             stat = path.stat()
         except FileNotFoundError:

@@ -52,6 +52,10 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     "muon-momentum-0.9": ([], ["muon-momentum-0.9"]),
     "muon-momentum-0.97": ([], ["muon-momentum-0.97"]),
     "muon-momentum-warmup": ([], ["muon-momentum-warmup"]),
+    # the precision of Muon's Newton-Schulz products (`default` is `auto`: bfloat16 on a CPU with
+    # bfloat16 instructions, float32 elsewhere): the two, named, to compare them on any CPU
+    "muon-float32": (["--muon-dtype", "float32"], []),
+    "muon-bfloat16": (["--muon-dtype", "bfloat16"], []),
 }
 
 

@@ -193,18 +193,29 @@ QUALITY_RECIPES = {  # the baby shape's time-to-quality recipes: (optimizer, sch
     "muon-wsd-batch24-lr6e-3": ("muon", "wsd", 6e-3, 24),
     "muon-wsd-batch24-lr8e-3": ("muon", "wsd", 8e-3, 24),
     "muon-wsd-batch32-lr8e-3": ("muon", "wsd", 8e-3, 32),
+    # the same with Muon's Newton-Schulz in float32 where `auto` picks bfloat16 (CPUs with bfloat16 instructions)
+    "muon-wsd-batch24-lr6e-3-float32": ("muon", "wsd", 6e-3, 24, "float32"),
 }
 
 
-def time_to_quality(target: float, max_time: float, recipe: str, data: str | None = None) -> dict:
+def time_to_quality(
+    target: float,
+    max_time: float,
+    recipe: str,
+    data: str | None = None,
+    max_iters: int | None = None,
+    eval_interval: int = 50,
+) -> dict:
     """Baby config on cased tiny Shakespeare: wall time until the test loss reaches `target`.
 
-    The schedule is fitted to `max_time`; the run stops at the first evaluation at or below `target`.
+    The schedule is fitted to `max_time`, or to `max_iters` steps when given (then the evaluations,
+    however frequent, do not move the schedule); the run stops at the first evaluation, every
+    `eval_interval` steps, at or below `target`.
     """
     from tinyllm.tasks import get_task
     from tinyllm.training import Trainer
 
-    optimizer, schedule, lr, batch = QUALITY_RECIPES[recipe]
+    optimizer, schedule, lr, batch, *muon_dtype = QUALITY_RECIPES[recipe]
     task = get_task("shakespeare")(lowercase=False)
     task.prepare(data)  # a local copy, else TINYLLM_DATA_DIR or the download cache
     cfg = GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=task.tokenizer.vocab_size)
@@ -215,9 +226,10 @@ def time_to_quality(target: float, max_time: float, recipe: str, data: str | Non
         warmup_iters=50,
         schedule=schedule,
         optimizer=optimizer,
-        max_iters=None,
-        max_time=max_time,
-        eval_interval=50,
+        muon_dtype=muon_dtype[0] if muon_dtype else "auto",
+        max_iters=max_iters,
+        max_time=None if max_iters else max_time,
+        eval_interval=eval_interval,
         eval_iters=50,
         device="cpu",
         seed=1337,
@@ -225,9 +237,10 @@ def time_to_quality(target: float, max_time: float, recipe: str, data: str | Non
     torch.manual_seed(train_cfg.seed)
     model = task.build_model(cfg)
     trainer = Trainer(model, lambda split, g: task.get_batch(split, batch, 64, g), train_cfg)
-    reached, evaluating = {}, {"seconds": 0.0}
+    reached, evaluating, best = {}, {"seconds": 0.0}, {"test_loss": float("inf")}
 
     def check(trainer, record):
+        best["test_loss"] = min(best["test_loss"], round(record["test_loss"], 4))
         if record["test_loss"] <= target and not reached:
             reached.update(
                 iter=record["iter"],
@@ -240,12 +253,14 @@ def time_to_quality(target: float, max_time: float, recipe: str, data: str | Non
 
     trainer.add_callback("eval", check)
     trainer.run(progress_bar=False)
+    budget = f"{max_iters} steps" if max_iters else f"{max_time:.0f}s"
     return {
         "recipe": recipe,
         "target_test_loss": target,
         "reached": bool(reached),
         **reached,
-        "schedule": f"lr {lr:g} {schedule} over {max_time:.0f}s, batch {batch}, {optimizer}, evaluated every 50 steps",
+        "best_test_loss": best["test_loss"],  # of the evaluations made (the run stops at the target)
+        "schedule": f"lr {lr:g} {schedule} over {budget}, batch {batch}, {optimizer}, evaluated every {eval_interval} steps",
     }
 
 
@@ -266,10 +281,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
     parser.add_argument("--quality", type=float, default=1.90, help="time-to-quality target (0 to skip)")
     parser.add_argument("--quality-max-time", type=float, default=90.0)
+    parser.add_argument(
+        "--quality-max-iters", type=int, help="fit the schedule to this many steps instead of --quality-max-time"
+    )
+    parser.add_argument("--quality-eval-interval", type=int, default=50, help="steps between evaluations")
     parser.add_argument("--quality-recipes", nargs="+", default=list(QUALITY_RECIPES), choices=list(QUALITY_RECIPES))
     parser.add_argument("--data", help="tiny Shakespeare input.txt for the time-to-quality run (no download)")
     parser.add_argument("--memory-probe", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if (args.quality_max_iters is not None and args.quality_max_iters < 1) or args.quality_eval_interval < 1:
+        parser.error("--quality-max-iters and --quality-eval-interval take a positive number of steps")
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
 
     if args.memory_probe:
@@ -324,7 +345,15 @@ def main() -> None:
         result["configs"][name] = entry
     if args.quality and device.type == "cpu":
         result["time_to_quality"] = [
-            time_to_quality(args.quality, args.quality_max_time, recipe, args.data) for recipe in args.quality_recipes
+            time_to_quality(
+                args.quality,
+                args.quality_max_time,
+                recipe,
+                args.data,
+                args.quality_max_iters,
+                args.quality_eval_interval,
+            )
+            for recipe in args.quality_recipes
         ]
     print(json.dumps(result, indent=2))
 

@@ -9,8 +9,9 @@ import torch
 import tinyllm
 from tinyllm import GPT, GPTConfig
 from tinyllm.config import TrainConfig
+from tinyllm.cpu_matmul import CpuInfo
 from tinyllm.errors import ConfigError
-from tinyllm.optim import Muon, make_optimizers, muon_params, orthogonalize
+from tinyllm.optim import Muon, make_optimizers, muon_params, newton_schulz_dtype, orthogonalize
 from tinyllm.training import Trainer
 
 from .conftest import TINY_MODEL, TINY_TRAIN, Regression, regression_batches
@@ -57,6 +58,46 @@ def test_our_float32_muon_is_pytorchs_update():
     assert (ours_w - theirs_w).norm() < 0.01 * moved  # the same update, to bfloat16's precision
     singular = torch.linalg.svdvals(orthogonalize(torch.randn(40, 90)))
     assert singular.min() > 0.5 and singular.max() < 1.3  # about orthogonal: every direction moves alike
+
+
+def test_newton_schulz_in_bfloat16_is_pytorchs_muon_and_stays_near_float32():
+    """`ns_dtype=torch.bfloat16` computes the products as torch.optim.Muon does; the parameters and
+    their momentum stay float32, and the result differs from float32's only at bfloat16's precision."""
+    torch.manual_seed(0)
+    g = torch.randn(40, 90)
+    in_bf16 = orthogonalize(g, dtype=torch.bfloat16)
+    assert in_bf16.dtype == torch.float32  # handed back in the gradient's precision
+    in_f32 = orthogonalize(g)
+    assert 0 < (in_bf16 - in_f32).norm() < 0.05 * in_f32.norm()  # really computed otherwise, and close
+    ours_w = torch.randn(48, 144)
+    theirs_w = ours_w.clone()
+    ours = Muon([ours_w], lr=0.01, weight_decay=0.1, ns_dtype=torch.bfloat16)
+    theirs = torch.optim.Muon([theirs_w], lr=0.01, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    start = ours_w.clone()
+    for _ in range(3):
+        ours_w.grad = torch.randn(48, 144)
+        theirs_w.grad = ours_w.grad.clone()
+        ours.step()
+        theirs.step()
+    assert ours_w.dtype == torch.float32 and ours.state[ours_w]["momentum_buffer"].dtype == torch.float32
+    assert (ours_w - theirs_w).norm() < 0.01 * (theirs_w - start).norm()
+
+
+@pytest.mark.parametrize(
+    "choice, device, cpu, expected",
+    [
+        ("auto", "cpu", CpuInfo("AuthenticAMD", 25, frozenset({"avx512f", "avx512_bf16"})), torch.bfloat16),  # Zen 4
+        ("auto", "cpu", CpuInfo("GenuineIntel", 6, frozenset({"amx_bf16"})), torch.bfloat16),  # AMX
+        ("auto", "cpu", CpuInfo("AuthenticAMD", 25, frozenset({"avx2"})), torch.float32),  # Zen 3: emulated
+        ("auto", "cpu", CpuInfo(), torch.float32),  # unknown CPU (no /proc/cpuinfo)
+        ("auto", "cuda", CpuInfo("AuthenticAMD", 25, frozenset({"avx512_bf16"})), torch.float32),  # GPUs: unmeasured
+        ("float32", "cpu", CpuInfo("AuthenticAMD", 25, frozenset({"avx512_bf16"})), torch.float32),
+        ("bfloat16", "cpu", CpuInfo("AuthenticAMD", 25, frozenset({"avx2"})), torch.bfloat16),  # asked for: given
+    ],
+)
+def test_muon_dtype_auto_picks_bfloat16_only_where_the_cpu_multiplies_it(choice, device, cpu, expected):
+    config = TrainConfig(optimizer="muon", muon_dtype=choice)
+    assert newton_schulz_dtype(config, torch.device(device), cpu) == expected
 
 
 def test_a_stack_of_matrices_is_orthogonalised_each_on_its_own():
@@ -118,7 +159,14 @@ def test_wsd_warms_up_stays_then_decays_to_the_floor():
 
 
 @pytest.mark.parametrize(
-    "kw", [{"optimizer": "sgd"}, {"schedule": "linear"}, {"decay_fraction": 0}, {"decay_fraction": 1.5}]
+    "kw",
+    [
+        {"optimizer": "sgd"},
+        {"schedule": "linear"},
+        {"decay_fraction": 0},
+        {"decay_fraction": 1.5},
+        {"muon_dtype": "half"},
+    ],
 )
 def test_bad_values_are_clear_errors(kw):
     with pytest.raises(ConfigError, match=next(iter(kw))):

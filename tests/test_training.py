@@ -82,17 +82,19 @@ def test_invalid_training_configs(kw):
 
 
 @pytest.mark.parametrize(
-    "cpu_matmul, optimizer",
+    "cpu_matmul, optimizer, muon_dtype",
     [
-        ("default", "adamw"),
-        pytest.param("onednn", "adamw", marks=pytest.mark.skipif(not onednn_available(), reason="no oneDNN")),
-        ("default", "muon"),  # Muon's momentum buffers are saved and restored too
+        ("default", "adamw", "auto"),
+        pytest.param("onednn", "adamw", "auto", marks=pytest.mark.skipif(not onednn_available(), reason="no oneDNN")),
+        ("default", "muon", "float32"),  # Muon's momentum buffers are saved and restored too
+        ("default", "muon", "bfloat16"),  # and its Newton-Schulz precision is chosen again alike
     ],
 )
-def test_resume_continues_iteration_count_and_learning_rate(tmp_path, monkeypatch, cpu_matmul, optimizer):
+def test_resume_continues_iteration_count_and_learning_rate(tmp_path, monkeypatch, cpu_matmul, optimizer, muon_dtype):
+    train_overrides = {**TINY_TRAIN, "max_iters": 30, "optimizer": optimizer, "muon_dtype": muon_dtype}
     settings = dict(
         model_overrides=TINY_MODEL,
-        train_overrides={**TINY_TRAIN, "max_iters": 30, "cpu_matmul": cpu_matmul, "optimizer": optimizer},
+        train_overrides={**train_overrides, "cpu_matmul": cpu_matmul},
         progress_bar=False,
         log=lambda *a: None,
     )

@@ -87,6 +87,12 @@ class TrainConfig:
         "who computes float32 products on the CPU: oneDNN where it is known to pay (auto), always, or never",
         choices=("auto", "onednn", "default"),
     )
+    muon_dtype: str = setting(
+        "auto",
+        "precision of Muon's Newton-Schulz products: bfloat16 where the CPU has bfloat16 instructions (auto), "
+        "else float32; or always float32 / bfloat16",
+        choices=("auto", "float32", "bfloat16"),
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

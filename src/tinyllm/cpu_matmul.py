@@ -160,6 +160,12 @@ class CpuInfo:
         """AMD Zen 5 or newer with AVX-512: where oneDNN's float32 kernels were measured to beat MKL's."""
         return self.vendor == "AuthenticAMD" and self.family >= 26 and "avx512f" in self.flags
 
+    @property
+    def has_bfloat16_products(self) -> bool:
+        """Whether the CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX; AMD from Zen 4): without
+        these instructions PyTorch emulates bfloat16 products, many times slower than float32's."""
+        return bool({"avx512_bf16", "amx_bf16"} & self.flags)
+
 
 @functools.cache
 def this_cpu() -> CpuInfo:

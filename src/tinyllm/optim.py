@@ -12,10 +12,12 @@ position embeddings, the output layer (tied to the token embedding, so the same 
 Moonshot's recipe), so one `--lr` and one schedule drive both.
 
 `Muon` below is the same update as PyTorch's `torch.optim.Muon` (the same momentum, Nesterov and
-Newton-Schulz coefficients, `adjust_lr_fn="match_rms_adamw"`), in float32: PyTorch's runs the
-Newton-Schulz iterations in bfloat16, which a CPU without bfloat16 instructions emulates -- about
-700 ms per optimizer step for the Shakespeare model on this project's Zen 3 EPYC, against 2 ms for
-AdamW (a test checks that the two agree to bfloat16's precision).
+Newton-Schulz coefficients, `adjust_lr_fn="match_rms_adamw"`), with a choice of precision for the
+Newton-Schulz products (`--muon-dtype`). PyTorch's runs them in bfloat16, which a CPU without
+bfloat16 instructions emulates -- about 700 ms per optimizer step for the Shakespeare model on this
+project's Zen 3 EPYC, against 2 ms for AdamW -- so `auto` uses bfloat16 only where the CPU has those
+instructions (AVX-512 BF16, as on AMD Zen 4, or AMX), where it is faster than float32, and float32
+everywhere else (a test checks that the two agree to bfloat16's precision).
 """
 
 from __future__ import annotations
@@ -27,20 +29,24 @@ import torch
 import torch.nn as nn
 
 from .config import TrainConfig
+from .cpu_matmul import CpuInfo, this_cpu
 
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)  # the quintic's coefficients (Jordan et al.; PyTorch's defaults)
 
 
-def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def orthogonalize(
+    g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """About U V^T for g = U S V^T: the nearest matrix whose singular values are all ~1, by `steps`
     Newton-Schulz iterations of x <- a x + (b x x^T + c (x x^T)^2) x on the normalised g.
 
     `g` is one matrix or a stack of matrices of one shape (k, m, n), orthogonalised each on its own
     but in one batched product per term: on a CPU, these small products cost about as much as
-    the model's own forward and backward, and batching them saves a quarter to a third.
+    the model's own forward and backward, and batching them saves a quarter to a third. `dtype`:
+    the precision of the products (the result comes back in g's own).
     """
     a, b, c = NEWTON_SCHULZ
-    x = g.float() if g.dim() == 3 else g.float().unsqueeze(0)
+    x = g.to(dtype) if g.dim() == 3 else g.to(dtype).unsqueeze(0)
     transposed = x.shape[-2] > x.shape[-1]  # iterate on the wide side: x x^T is the smaller square
     if transposed:
         x = x.mT
@@ -56,8 +62,17 @@ def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
 class Muon(torch.optim.Optimizer):
     """Momentum, orthogonalised: for 2-D parameters only (see the module docstring)."""
 
-    def __init__(self, params, lr: float, weight_decay: float = 0.1, momentum: float = 0.95, ns_steps: int = 5):
+    def __init__(
+        self,
+        params,
+        lr: float,
+        weight_decay: float = 0.1,
+        momentum: float = 0.95,
+        ns_steps: int = 5,
+        ns_dtype: torch.dtype = torch.float32,
+    ):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps))
+        self.ns_dtype = ns_dtype  # the Newton-Schulz products' precision (not saved: chosen again on resume)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -74,7 +89,7 @@ class Muon(torch.optim.Optimizer):
                 buffer.lerp_(p.grad, 1 - momentum)  # 1) the running average of gradients
                 by_shape[p.shape].append((p, p.grad.lerp(buffer, momentum)))  # 2) Nesterov: look ahead along it
             for pairs in by_shape.values():  # 3) every direction the same size: one stack per shape
-                updates = orthogonalize(torch.stack([u for _, u in pairs]), group["ns_steps"])
+                updates = orthogonalize(torch.stack([u for _, u in pairs]), group["ns_steps"], dtype=self.ns_dtype)
                 for (p, _), update in zip(pairs, updates, strict=True):
                     p.mul_(1 - lr * group["weight_decay"])  # 4) decoupled weight decay, as AdamW's
                     p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))  # 5) a step of AdamW's size
@@ -111,5 +126,15 @@ def make_optimizers(model: nn.Module, config: TrainConfig, device: torch.device)
     hidden, rest = muon_params(model)
     if not hidden:  # no hidden matrix (a model of embeddings and vectors only): nothing for Muon to do
         return [make_optimizer(model, config, device)]
-    muon = Muon(hidden, lr=config.lr, weight_decay=config.weight_decay)
+    muon = Muon(hidden, lr=config.lr, weight_decay=config.weight_decay, ns_dtype=newton_schulz_dtype(config, device))
     return [make_optimizer(model, config, device, params=rest), muon]
+
+
+def newton_schulz_dtype(config: TrainConfig, device: torch.device, cpu: CpuInfo | None = None) -> torch.dtype:
+    """The precision of Muon's Newton-Schulz products that `config.muon_dtype` asks for. `auto`:
+    bfloat16 on a CPU with bfloat16 instructions (`cpu`, default this one), float32 elsewhere
+    (GPUs included: not yet measured there)."""
+    if config.muon_dtype != "auto":
+        return getattr(torch, config.muon_dtype)
+    cpu = this_cpu() if cpu is None else cpu
+    return torch.bfloat16 if device.type == "cpu" and cpu.has_bfloat16_products else torch.float32

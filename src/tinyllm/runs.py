@@ -171,7 +171,7 @@ def train(
             resumed = _prepare_directory(run, trainer, settings, model_config, resume, overwrite, dist.is_main, log)
             if dist.is_main:
                 _write_run_as_it_trains(run, trainer, task, model_config.block_size)
-                log(_describe(task_name, model, model_config, train_config, runtime, resumed_at=resumed))
+                log(_describe(task_name, model, model_config, train_config, trainer, resumed_at=resumed))
             # 6. train
             trainer.run(progress_bar=progress_bar)
         finally:
@@ -238,8 +238,11 @@ def _write_run_as_it_trains(run: RunDirectory, trainer: Trainer, task: Task, blo
     )
 
 
-def _describe(task_name, model, model_config, train_config, runtime, resumed_at) -> str:
+def _describe(task_name, model, model_config, train_config, trainer, resumed_at) -> str:
     """The one line printed as training starts."""
+    optimizer = train_config.optimizer
+    if len(trainer.optimizers) > 1:  # Muon for the hidden matrices: say in which precision it orthogonalises
+        optimizer += f" (Newton-Schulz in {str(trainer.optimizers[1].ns_dtype).removeprefix('torch.')})"
     budget = []
     if train_config.max_iters:
         budget.append(f"{train_config.max_iters} iterations")
@@ -248,8 +251,8 @@ def _describe(task_name, model, model_config, train_config, runtime, resumed_at)
     layers = f"{model_config.n_layer} layer{'s' if model_config.n_layer != 1 else ''}"
     return (
         f"training {task_name}: {model.gpt.num_params() / 1e6:.2f}M parameters, {layers} x {model_config.n_embd} wide, "
-        f"context {model_config.block_size}, vocab {model_config.vocab_size} | {runtime.describe()}"
-        f" | {train_config.batch_size * train_config.grad_accum} x {model_config.block_size} tokens per step"
+        f"context {model_config.block_size}, vocab {model_config.vocab_size} | {trainer.runtime.describe()}"
+        f" | {optimizer} | {train_config.batch_size * train_config.grad_accum} x {model_config.block_size} tokens per step"
         f" | until {' or '.join(budget)}" + (f" | resuming at iteration {resumed_at}" if resumed_at is not None else "")
     )
 

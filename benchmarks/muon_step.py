@@ -6,8 +6,10 @@ For the hidden matrices of the baby shape (4 layers, 128 wide) and the Shakespea
 layers, 96 wide), times the orthogonalisation of one step's updates two ways, alternating: each
 matrix on its own with the iteration written as plain tensor maths (`x = a x + (b g + c g g) x`,
 Muon's usual form), and `tinyllm.optim.orthogonalize` on a stack of the matrices of each shape with
-fused multiply-adds (`baddbmm`), as tinyllm's `Muon` does. Prints JSON: median milliseconds and the
-largest difference between the two results.
+fused multiply-adds (`baddbmm`), as tinyllm's `Muon` does; and that batched form with its products
+in bfloat16 (`--muon-dtype bfloat16`, what `auto` picks on a CPU with bfloat16 instructions; on one
+without them PyTorch emulates bfloat16 and this takes far longer). Prints JSON: median milliseconds
+and the differences between the results (largest entry; and bfloat16's relative to float32's).
 """
 
 from __future__ import annotations
@@ -67,16 +69,29 @@ def main() -> None:
         together = [m for batch in batches for m in orthogonalize(batch)]
         by_shape = [u for group in stacks.values() for u in group]  # `together`'s order
         difference = max((one_at_a_time(u) - m).abs().max().item() for u, m in zip(by_shape, together, strict=True))
-        loop, batched = [], []
-        for _ in range(3):  # alternate, so that noise hits both
+        in_bf16 = [m for batch in batches for m in orthogonalize(batch, dtype=torch.bfloat16)]
+        loop, batched, batched_bf16 = [], [], []
+        for _ in range(3):  # alternate, so that noise hits all three alike
             loop.append(median_ms(lambda u=updates: [one_at_a_time(m) for m in u], args.repeats))
             batched.append(median_ms(lambda b=batches: [orthogonalize(s) for s in b], args.repeats))
+            batched_bf16.append(
+                median_ms(lambda b=batches: [orthogonalize(s, dtype=torch.bfloat16) for s in b], args.repeats)
+            )
         result["shapes"][name] = {
             "matrices": len(updates),
             "one_at_a_time_ms": round(statistics.median(loop), 2),
             "batched_fused_ms": round(statistics.median(batched), 2),
             "speedup": round(statistics.median(loop) / statistics.median(batched), 2),
             "max_abs_difference": difference,
+            "batched_fused_bfloat16_ms": round(statistics.median(batched_bf16), 2),
+            "bfloat16_speedup": round(statistics.median(batched) / statistics.median(batched_bf16), 2),
+            "bfloat16_max_abs_difference": max(
+                (a - b).abs().max().item() for a, b in zip(together, in_bf16, strict=True)
+            ),
+            "largest_entry": max(m.abs().max().item() for m in together),  # the scale those differences are on
+            "bfloat16_relative_difference": max(  # |bf16 - f32| / |f32|, Frobenius norms, the worst matrix
+                ((a - b).norm() / a.norm()).item() for a, b in zip(together, in_bf16, strict=True)
+            ),
         }
     report(result)
 

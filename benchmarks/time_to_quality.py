@@ -37,6 +37,9 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     # half the batch: a step costs about 0.64x as much here, so ~1.7x the updates on ~0.83x the tokens
     "batch4": ["--batch-size", "4"],
     "batch4-lr2e-3": ["--batch-size", "4", "--lr", "2e-3", "--min-lr", "2e-4"],
+    # Muon's Newton-Schulz in float32 where the default (`auto`) runs it in bfloat16 (CPUs with bfloat16
+    # instructions): what the bfloat16 products buy in a whole run
+    "muon-float32": ["--muon-dtype", "float32"],
 }
 SCORED_SEQUENCES = 800  # each run is scored on this many test sequences: 100 batches of the default's 8
 

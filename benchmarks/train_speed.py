@@ -31,7 +31,7 @@ from tinyllm.cpu_matmul import onednn_available, use_onednn_where_it_pays
 from tinyllm.training import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import run_main, run_quietly  # noqa: E402
+from common import cpu_name, run_main, run_quietly  # noqa: E402
 
 CONFIGS = {
     # nanoGPT's well-known CPU config ("baby GPT")
@@ -184,7 +184,7 @@ def batch_size(cfg_name: str, args) -> int:
     return args.batch or CONFIGS[cfg_name]["batch"]
 
 
-QUALITY_RECIPES = {  # the baby shape's time-to-quality recipes: (optimizer, schedule, peak learning rate, batch)
+QUALITY_RECIPES = {  # the baby shape's time-to-quality recipes: (optimizer, schedule, peak learning rate, batch[, muon dtype])
     "adamw-cosine": ("adamw", "cosine", 4e-3, 12),  # nanoGPT's kind of recipe, tinyllm's default until issue 15
     "muon-wsd": ("muon", "wsd", 4e-3, 12),  # the shakespeare task's default now
     "muon-wsd-lr8e-3": ("muon", "wsd", 8e-3, 12),
@@ -315,6 +315,7 @@ def main() -> None:
     peak = matmul_peak_flops(device, dtype if dtype != torch.float16 or device.type == "cuda" else torch.float32)
     result = {
         "benchmark": "train_speed",
+        "cpu": cpu_name(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
         + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
         "torch": torch.__version__,

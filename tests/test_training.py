@@ -34,6 +34,19 @@ def test_trainer_is_generic_and_learns():
     assert {"iter", "train_loss", "lr", "tokens_per_s", "elapsed_s"} <= set(records[0])
 
 
+def test_progress_bar_is_redrawn_at_most_every_tenth_of_a_second(capsys):
+    """A step can take a millisecond: redrawing the bar each step would fill a log file with a line a
+    step. It is drawn every 0.1 s, at every evaluation, and once more, with the last step, at the end."""
+    config = TrainConfig(lr=0.05, max_iters=300, warmup_iters=10, eval_interval=100, eval_iters=2, device="cpu")
+    trainer = Trainer(Regression(), regression_batches, config)
+    trainer.run(progress_bar=True)
+    drawn = capsys.readouterr().err.split("\r")
+    drawings = [d for d in drawn if "iter " in d]
+    assert len(drawings) <= trainer.elapsed / 0.1 + 3 + 2 + 2  # the clock, 3 evaluations, first and last
+    assert len(drawings) < 300 / 2
+    assert "iter 300 " in drawings[-1] and "test " in drawings[-1]
+
+
 def test_weight_decay_only_on_matrices():
     model = nn.Sequential(nn.Embedding(10, 8), nn.LayerNorm(8), nn.Linear(8, 8))
     opt = make_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))

@@ -296,12 +296,15 @@ class Trainer:
 class ProgressBar:
     """tqdm's bar over the budget (0-100%), with the latest losses, learning rate and speed."""
 
+    REDRAW_S = 0.1  # tqdm's own default interval between redraws
+
     def __init__(self, trainer: Trainer, enabled: bool) -> None:
         from tqdm.auto import tqdm
 
         self.trainer = trainer
         self.bar = tqdm(total=100, disable=not enabled, bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
         self.test = ""  # the latest test loss
+        self.drawn_at = -math.inf  # when the bar was last drawn (time.monotonic())
 
     def update(self, record: dict[str, Any]) -> None:
         self.bar.n = round(100 * self.trainer.progress(), 1)
@@ -312,7 +315,12 @@ class ProgressBar:
             f"{record['tokens_per_s']:,.0f} tok/s",
             refresh=False,
         )
-        self.bar.refresh()
+        # drawn at most every REDRAW_S (a step can take a millisecond; a log file gets a line a redraw),
+        # and always with a new test loss; closing the bar draws the last state
+        now = time.monotonic()
+        if "test_loss" in record or now - self.drawn_at >= self.REDRAW_S:
+            self.bar.refresh()
+            self.drawn_at = now
 
     def __enter__(self) -> ProgressBar:
         return self

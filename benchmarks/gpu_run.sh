@@ -3,11 +3,11 @@
 # from here). Run from the repository root, with tinyllm installed or importable:
 #     OUT=gpu_out TINYLLM_DATA_DIR=/path/to/data bash benchmarks/gpu_run.sh
 #     STAGES="shakespeare" NANOGPT=/path/to/nanoGPT OUT=gpu_out TINYLLM_DATA_DIR=... bash benchmarks/gpu_run.sh
-# STAGES picks among speed, tests, cli, shakespeare (default: all; a lent GPU's 15 minutes may not
+# STAGES picks among speed, muon, tests, cli, shakespeare (default: all; a lent GPU's 15 minutes may not
 # hold them all in one call). Each stage has its own time limit, so that one stuck stage cannot eat
 # the others. NANOGPT: a checkout of karpathy/nanoGPT, to time its own train.py in the shakespeare stage.
 set -u
-STAGES=${STAGES:-speed tests cli shakespeare}
+STAGES=${STAGES:-speed muon tests cli shakespeare}
 wanted() { [[ " $STAGES " == *" $1 "* ]]; }
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -31,6 +31,13 @@ stage "GPT-2 small training speed: bf16, eager"
 timeout 90 $PY benchmarks/train_speed.py --device cuda --dtype bfloat16 --configs gpt2-small --windows 3 \
     >"$OUT/train_speed_eager.json" 2>"$OUT/train_speed_eager.err"
 echo "exit $?"; cat "$OUT/train_speed_eager.json"; tail -3 "$OUT/train_speed_eager.err"
+fi
+
+if wanted muon; then
+stage "Muon's Newton-Schulz on the GPU: float32 (what --muon-dtype auto keeps there) against bfloat16"
+timeout 60 $PY benchmarks/muon_step.py --device cuda --shapes nanogpt-gpu gpt2-small --repeats 20 \
+    >"$OUT/muon_step.json" 2>"$OUT/muon_step.err"
+echo "exit $?"; cat "$OUT/muon_step.json"; tail -3 "$OUT/muon_step.err"
 fi
 
 if wanted tests; then

@@ -9,6 +9,7 @@ from tinyllm.config import TrainConfig
 from tinyllm.cpu_matmul import onednn_available
 from tinyllm.errors import ConfigError
 from tinyllm.runs import Interrupted, train
+from tinyllm.schedule import budget_progress, learning_rate
 from tinyllm.training import Trainer, make_optimizer
 
 from .conftest import TINY_MODEL, TINY_TRAIN, Regression, regression_batches
@@ -76,6 +77,21 @@ def test_time_budget_drives_the_schedule():
     )
     assert math.isclose(trainer.lr_at(5, 30.0), 0.5e-3)  # half the time: half way down the cosine
     assert math.isclose(trainer.lr_at(5, 60.0), 0.0, abs_tol=1e-12)
+
+
+def test_the_schedule_follows_whichever_budget_is_nearer_its_end():
+    # a pure function of (config, step, seconds): the Trainer's lr_at is this, nothing else
+    config = TrainConfig(lr=1e-3, min_lr=0.0, warmup_iters=0, max_iters=100, max_time=60, device="cpu")
+    assert budget_progress(config, 25, 45.0) == 0.75  # time is further along
+    assert budget_progress(config, 90, 6.0) == 0.9  # steps are further along
+    assert budget_progress(config, 500, 600.0) == 1.0  # never past the end
+    assert math.isclose(learning_rate(config, 25, 45.0), learning_rate(config, 75, 0.0))
+    # WSD: the peak until the last 20% of the budget, then halfway down at 90%, the floor at the end
+    wsd = TrainConfig(lr=1e-3, min_lr=0.0, warmup_iters=0, max_iters=100, schedule="wsd", device="cpu")
+    assert all(math.isclose(learning_rate(wsd, it, 0.0), 1e-3) for it in (0, 75, 80))
+    assert math.isclose(learning_rate(wsd, 90, 0.0), 0.5e-3)
+    assert learning_rate(wsd, 85, 0.0) < learning_rate(wsd, 81, 0.0) < 1e-3
+    assert math.isclose(learning_rate(wsd, 100, 0.0), 0.0, abs_tol=1e-12)
 
 
 @pytest.mark.parametrize(

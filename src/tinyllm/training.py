@@ -4,8 +4,8 @@ Nothing here is about GPT or Shakespeare (minGPT's lesson): the same loop trains
 regression model in the tests. Read it in the order it runs:
 
 1. `make_optimizers` (`optim.py`): AdamW, or Muon for the hidden matrices and AdamW for the rest.
-2. `Trainer.lr_at`: linear warm-up, then a cosine (or warm-up, stable, decay) down to a floor,
-   fitted to the budget.
+2. `Trainer.lr_at` (`schedule.py`): linear warm-up, then a cosine (or warm-up, stable, decay) down
+   to a floor, fitted to the budget.
 3. `Trainer.step`: one optimizer step over `grad_accum` micro-batches, with gradient clipping.
 4. `Trainer.evaluate`: the mean loss of each split on fixed batches (`mean_loss`), plus the task's
    own metrics.
@@ -37,6 +37,7 @@ from .config import TrainConfig
 from .errors import TinyLLMError
 from .optim import make_optimizer, make_optimizers
 from .runtime import Batch, Runtime
+from .schedule import budget_progress, learning_rate
 
 __all__ = ["Trainer", "make_optimizer", "mean_loss"]
 
@@ -124,32 +125,16 @@ class Trainer:
         for callback in self.callbacks[event]:
             callback(self, *args)
 
-    # ---- the learning-rate schedule ----
+    # ---- the learning-rate schedule (schedule.py) ----
 
     def progress(self, it: int | None = None, elapsed: float | None = None) -> float:
-        """How far through its budget the run is, 0..1: the larger of the iteration and time fractions."""
-        it = self.iter if it is None else it
-        elapsed = self.elapsed if elapsed is None else elapsed
-        cfg = self.config  # (a budget that is not set counts as 0: at least one is set)
-        fractions = [it / cfg.max_iters if cfg.max_iters else 0.0, elapsed / cfg.max_time if cfg.max_time else 0.0]
-        return min(1.0, max(fractions))
+        """How far through its budget the run is (now, unless told), 0..1."""
+        return budget_progress(
+            self.config, self.iter if it is None else it, self.elapsed if elapsed is None else elapsed
+        )
 
     def lr_at(self, it: int, elapsed: float) -> float:
-        cfg = self.config
-        min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
-        # 1) linear warm-up for warmup_iters steps
-        if it < cfg.warmup_iters:
-            return cfg.lr * (it + 1) / (cfg.warmup_iters + 1)
-        # 2) then follow whichever budget (steps or time) is nearer its end, so that a time-limited
-        #    run reaches the floor right when its time is up
-        progress = self.progress(it, elapsed)
-        if cfg.schedule == "wsd":
-            # 3a) warm-up, stable, decay: the peak rate until the last decay_fraction, then linearly down
-            left = min(1.0, (1.0 - progress) / cfg.decay_fraction)  # 1 until the decay starts, 0 at the end
-            return min_lr + left * (cfg.lr - min_lr)
-        # 3b) cosine: from lr down to min_lr over the whole budget
-        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-        return min_lr + cosine * (cfg.lr - min_lr)
+        return learning_rate(self.config, it, elapsed)
 
     # ---- one step ----
 

@@ -1,0 +1,109 @@
+"""GPT-2's GELU on the CPU: PyTorch's tanh kernel against the same function written another way.
+
+    python benchmarks/gelu_forms.py [--rounds 5] [--repeats 200] [--out results.json]
+
+GPT-2 (and so the one-to-one Hugging Face mapping) uses the tanh approximation of GELU,
+0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3); nanoGPT uses the exact, erf form. The
+profile of a training step (`step_profile.py`) gives GELU 16-22% of a CPU step, more than the
+attention at the baby shape. The tanh form is algebraically x * sigmoid(2u), and PyTorch's CPU
+sigmoid is far cheaper than its tanh, so this times, on one layer's activations at the baby shape
+(12 x 64 rows, 512 wide) and the Shakespeare shape (8 x 256 rows, 384 wide):
+
+- `tanh`: `F.gelu(x, approximate="tanh")`, what tinyllm runs;
+- `erf`: `F.gelu(x)`, nanoGPT's (another function: the reference for speed only);
+- `sigmoid`: x * sigmoid(2u) in a few in-place passes, backward by PyTorch's own tanh-GELU backward.
+
+Forward alone and forward + backward, microseconds, median of `--rounds` alternated rounds, plus the
+largest difference from a float64 tanh GELU. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import cpu_name, report, run_main  # noqa: E402
+
+SHAPES = {"baby": (12 * 64, 4 * 128), "shakespeare": (8 * 256, 4 * 96)}  # (rows, hidden width) of one MLP
+TWO_C = 2 * math.sqrt(2 / math.pi)
+
+
+class SigmoidFormGELU(torch.autograd.Function):
+    """GPT-2's GELU as x * sigmoid(2u): the same function, computed with PyTorch's cheaper sigmoid."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        two_u = x * x
+        two_u.mul_(TWO_C * 0.044715).add_(TWO_C).mul_(x)  # 2u = 2c (x + 0.044715 x^3)
+        return two_u.sigmoid_().mul_(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.gelu_backward(grad, x, approximate="tanh")
+
+
+FORMS = {
+    "tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "erf": F.gelu,
+    "sigmoid": SigmoidFormGELU.apply,
+}
+
+
+def time_us(fn, repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return 1e6 * (time.perf_counter() - start) / repeats
+
+
+def measure(rows: int, width: int, rounds: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    x = torch.randn(rows, width)
+    grad = torch.randn(rows, width)
+    leaf = x.clone().requires_grad_()
+    reference = F.gelu(x.double(), approximate="tanh")
+    steps = {}
+    for name, form in FORMS.items():
+        steps[(name, "forward")] = lambda form=form: form(x)
+        steps[(name, "forward_backward")] = lambda form=form: form(leaf).backward(grad)
+    for step in steps.values():  # warm-up: the first calls allocate
+        step()
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
+    for _ in range(rounds):  # one form after the other, so that a slow spell hits them all
+        for key, step in steps.items():
+            times[key].append(time_us(step, repeats))
+    result = {}
+    for name, form in FORMS.items():
+        result[name] = {
+            "forward_us": round(statistics.median(times[(name, "forward")]), 1),
+            "forward_backward_us": round(statistics.median(times[(name, "forward_backward")]), 1),
+            "max_abs_diff_vs_float64_tanh": float((form(x).double() - reference).abs().max()),
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    shapes = {}
+    for shape, (rows, width) in SHAPES.items():
+        shapes[shape] = {"rows": rows, "width": width, **measure(rows, width, args.rounds, args.repeats)}
+    result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "shapes": shapes}
+    report(result, args.out)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -31,6 +31,9 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     "lr2e-3": ["--lr", "2e-3", "--min-lr", "2e-4"],
     "lr5e-3": ["--lr", "5e-3", "--min-lr", "5e-4"],
     "wide128": ["--n-embd", "128"],
+    # narrower: each step cheaper (the products shrink with the square of the width), so more of them
+    "wide64": ["--n-embd", "64"],
+    "wide64-heads2": ["--n-embd", "64", "--n-head", "2"],
     "batch16": ["--batch-size", "16"],
     # 32 dimensions per head instead of 24: the same work, in products that suit the CPU's kernels better
     "heads3": ["--n-head", "3"],

@@ -21,6 +21,9 @@ one); this script applies them to the library before training, in its own worker
 - `muon-momentum-F`: Muon's momentum F instead of 0.95
 - `muon-momentum-warmup`: Muon's momentum rising from 0.85 to 0.95 over the first 300 steps
   (modded-nanogpt's warm-up: a shorter memory while the gradients change fastest)
+- `muon-fused-qkv`: GPT-2's fused query-key-value matrix (3C x C) orthogonalised as one matrix, as
+  tinyllm did before it split it into its three C x C matrices (the default since, chosen here)
+- `muon-qkv-per-head`: split further, each head's query, key and value matrix (C/heads x C) on its own
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     "muon-momentum-0.9": ([], ["muon-momentum-0.9"]),
     "muon-momentum-0.97": ([], ["muon-momentum-0.97"]),
     "muon-momentum-warmup": ([], ["muon-momentum-warmup"]),
+    "muon-fused-qkv": ([], ["muon-fused-qkv"]),
+    "muon-qkv-per-head": ([], ["muon-qkv-per-head"]),
     # the precision of Muon's Newton-Schulz products (`default` is `auto`: bfloat16 on a CPU with
     # bfloat16 instructions, float32 elsewhere): the two, named, to compare them on any CPU
     "muon-float32": (["--muon-dtype", "float32"], []),
@@ -85,6 +90,11 @@ def apply_levers(levers: list[str]) -> None:
                 scale_rates(optimizers[0], float(lever.removeprefix("emb-lr-x")))
             if lever.startswith("muon-lr-x"):
                 scale_rates(optimizers[1], float(lever.removeprefix("muon-lr-x")))
+            if lever == "muon-fused-qkv":
+                optimizers[1].pieces = {}  # the fused query-key-value matrix orthogonalised as one
+            if lever == "muon-qkv-per-head":  # every head's query, key and value matrix on its own
+                heads = next(m.n_head for m in gpt.modules() if hasattr(m, "n_head"))
+                optimizers[1].pieces = {p: 3 * heads for p in optimizers[1].pieces}
         return optimizers
 
     gpt_init = model.GPT.__init__

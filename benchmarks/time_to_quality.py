@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import alternate, cpu_name, report, tinyllm  # noqa: E402
+from common import alternate, cpu_name, report, run_quietly, tinyllm  # noqa: E402
 
 RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (default: Muon + WSD)
     "default": [],
@@ -43,7 +43,11 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     # Muon's Newton-Schulz in float32 where the default (`auto`) runs it in bfloat16 (CPUs with bfloat16
     # instructions): what the bfloat16 products buy in a whole run
     "muon-float32": ["--muon-dtype", "float32"],
+    # GPT-2's fused query-key-value matrix orthogonalised as one (before the default split it in three)
+    "muon-fused-qkv": [],
 }
+LEVERS = {"muon-fused-qkv": ["muon-fused-qkv"]}  # recipes with a lever that has no flag: see fixed_steps.py
+FIXED_STEPS = Path(__file__).parent / "fixed_steps.py"  # whose worker process applies such levers
 SCORED_SEQUENCES = 800  # each run is scored on this many test sequences: 100 batches of the default's 8
 
 
@@ -51,7 +55,11 @@ def run_recipe(name: str, flags: list[str], seed: int, budget: str, lowercase: b
     out = folder / f"{name}-seed{seed}"
     case = [] if lowercase else ["--no-lowercase"]
     command = ["train", "shakespeare", "--out", str(out), "--max-time", budget]
-    tinyllm(*command, *case, *flags, "--seed", str(seed), "--no-progress", "--overwrite")
+    arguments = [*command, *case, *flags, "--seed", str(seed), "--no-progress", "--overwrite"]
+    if name in LEVERS:
+        run_quietly([sys.executable, str(FIXED_STEPS), "--worker", ",".join(LEVERS[name]), "--", *arguments])
+    else:
+        tinyllm(*arguments)
     config = json.loads((out / "config.json").read_text())
     # `tinyllm eval` draws batches of the run's own size: score every run on as many sequences
     batches = max(1, SCORED_SEQUENCES // config["train"]["batch_size"])

@@ -122,6 +122,31 @@ def test_a_stack_of_matrices_is_orthogonalised_each_on_its_own():
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
 
 
+def test_the_fused_query_key_value_matrix_is_three_matrices_to_muon():
+    """GPT-2's c_attn stacks the query, key and value matrices: Muon moves each as a Muon of that
+    matrix alone would, not the stack as one (which would differ: the three would share directions)."""
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16))
+    _, muon = make_optimizers(model, TrainConfig(optimizer="muon"), torch.device("cpu"))
+    assert muon.pieces == {block.attn.c_attn.weight: 3 for block in model.transformer.h}
+    torch.manual_seed(0)
+    fused = torch.randn(3 * 16, 16)
+    parts = [part.clone() for part in fused.chunk(3)]
+    start = fused.clone()
+    as_three = Muon([fused], lr=0.02, pieces={fused: 3})
+    as_one = Muon([stacked := fused.clone()], lr=0.02)
+    alone = [Muon([part], lr=0.02) for part in parts]
+    for _ in range(2):
+        fused.grad = torch.randn_like(fused)
+        stacked.grad = fused.grad.clone()
+        for part, grad in zip(parts, fused.grad.chunk(3), strict=True):
+            part.grad = grad.clone()
+        for optimizer in (as_three, as_one, *alone):
+            optimizer.step()
+    torch.testing.assert_close(fused, torch.cat(parts), atol=1e-6, rtol=1e-5)
+    assert (stacked - fused).norm() > 0.1 * (fused - start).norm()  # as one stack it would have moved otherwise
+    assert muon.state_dict()["param_groups"][0].keys() == as_one.state_dict()["param_groups"][0].keys()
+
+
 def test_muon_trains_a_tiny_gpt(tmp_path):
     result = tinyllm.train(
         "shakespeare",

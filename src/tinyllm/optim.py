@@ -9,10 +9,11 @@ it is applied, so every direction of the matrix moves by about the same amount i
 dominant ones. It is defined for matrices only, and meant for the hidden ones: the token and
 position embeddings, the output layer (tied to the token embedding, so the same tensor) and every
 1-D parameter stay with AdamW. Each step is scaled to AdamW's size (0.2 x sqrt(the larger side),
-Moonshot's recipe), so one `--lr` and one schedule drive both.
+Moonshot's recipe), so one `--lr` and one schedule drive both. GPT-2's fused query-key-value
+matrix is three matrices to Muon, each orthogonalised on its own (`fused_pieces`).
 
 `Muon` below is the same update as PyTorch's `torch.optim.Muon` (the same momentum, Nesterov and
-Newton-Schulz coefficients, `adjust_lr_fn="match_rms_adamw"`), with a choice of precision for the
+Newton-Schulz coefficients, `adjust_lr_fn="match_rms_adamw"`), with fused matrices in their parts and a choice of precision for the
 Newton-Schulz products (`--muon-dtype`). PyTorch's runs them in bfloat16, which a CPU without
 bfloat16 instructions emulates -- about 700 ms per optimizer step for the Shakespeare model on this
 project's Zen 3 EPYC, against 2 ms for AdamW -- so `auto` uses bfloat16 only where the CPU has those
@@ -70,9 +71,13 @@ class Muon(torch.optim.Optimizer):
         momentum: float = 0.95,
         ns_steps: int = 5,
         ns_dtype: torch.dtype = torch.float32,
+        pieces: dict[nn.Parameter, int] | None = None,
     ):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps))
         self.ns_dtype = ns_dtype  # the Newton-Schulz products' precision (not saved: chosen again on resume)
+        # parameters that are several matrices stacked row-wise, and how many (GPT-2's fused query, key and
+        # value matrix is 3): each part is orthogonalised and scaled as a matrix of its own
+        self.pieces = pieces or {}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -87,12 +92,15 @@ class Muon(torch.optim.Optimizer):
                     state["momentum_buffer"] = torch.zeros_like(p)
                 buffer = state["momentum_buffer"]
                 buffer.lerp_(p.grad, 1 - momentum)  # 1) the running average of gradients
-                by_shape[p.shape].append((p, p.grad.lerp(buffer, momentum)))  # 2) Nesterov: look ahead along it
-            for pairs in by_shape.values():  # 3) every direction the same size: one stack per shape
+                update = p.grad.lerp(buffer, momentum)  # 2) Nesterov: look ahead along it
+                n = self.pieces.get(p, 1)  # 3) a fused matrix in its parts (views: updating them updates p)
+                for part, part_update in zip(p.chunk(n), update.chunk(n), strict=True):
+                    by_shape[part.shape].append((part, part_update))
+            for pairs in by_shape.values():  # 4) every direction the same size: one stack per shape
                 updates = orthogonalize(torch.stack([u for _, u in pairs]), group["ns_steps"], dtype=self.ns_dtype)
                 for (p, _), update in zip(pairs, updates, strict=True):
-                    p.mul_(1 - lr * group["weight_decay"])  # 4) decoupled weight decay, as AdamW's
-                    p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))  # 5) a step of AdamW's size
+                    p.mul_(1 - lr * group["weight_decay"])  # 5) decoupled weight decay, as AdamW's
+                    p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))  # 6) a step of AdamW's size
         return None
 
 
@@ -119,6 +127,15 @@ def muon_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter
     return hidden, rest
 
 
+def fused_pieces(model: nn.Module) -> dict[nn.Parameter, int]:
+    """GPT-2's `c_attn` computes queries, keys and values with one matrix, three stacked: Muon treats
+    them as the three matrices they are. Orthogonalised as one stack, the three share one budget of
+    directions, so the part with the largest gradient takes most of the step; each on its own, every
+    part gets a full step of its own size. It learns more per step (README: after 1,500 steps, 1.637
+    and 1.631 instead of 1.648 and 1.657; modded-nanogpt splits them too)."""
+    return {m.weight: 3 for name, m in model.named_modules() if name.endswith("c_attn") and isinstance(m, nn.Linear)}
+
+
 def make_optimizers(model: nn.Module, config: TrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
     """The optimizers `config.optimizer` asks for: [AdamW], or [AdamW for the rest, Muon for the hidden matrices]."""
     if config.optimizer == "adamw":
@@ -126,7 +143,13 @@ def make_optimizers(model: nn.Module, config: TrainConfig, device: torch.device)
     hidden, rest = muon_params(model)
     if not hidden:  # no hidden matrix (a model of embeddings and vectors only): nothing for Muon to do
         return [make_optimizer(model, config, device)]
-    muon = Muon(hidden, lr=config.lr, weight_decay=config.weight_decay, ns_dtype=newton_schulz_dtype(config, device))
+    muon = Muon(
+        hidden,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        ns_dtype=newton_schulz_dtype(config, device),
+        pieces=fused_pieces(model),
+    )
     return [make_optimizer(model, config, device, params=rest), muon]
 
 

@@ -41,6 +41,8 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     "emb-lr-x3": ([], ["emb-lr-x3"]),
     "emb-lr-x0.5": ([], ["emb-lr-x0.5"]),
     "muon-lr-x1.67": ([], ["muon-lr-x1.67"]),
+    "muon-lr-x1.5": ([], ["muon-lr-x1.5"]),
+    "muon-lr-x0.67": ([], ["muon-lr-x0.67"]),
     "zero-proj": ([], ["zero-proj"]),
     "wd0": (["--weight-decay", "0"], []),
     "decay0.4": (["--decay-fraction", "0.4"], []),
@@ -56,6 +58,9 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     "muon-momentum-0.97": ([], ["muon-momentum-0.97"]),
     "muon-momentum-warmup": ([], ["muon-momentum-warmup"]),
     "muon-fused-qkv": ([], ["muon-fused-qkv"]),
+    # Muon's rate at 1x --lr, as before shakespeare's default became 1.5x; and with q, k, v fused too
+    "muon-lr-scale-1": (["--muon-lr-scale", "1"], []),
+    "muon-fused-qkv-lr-scale-1": (["--muon-lr-scale", "1"], ["muon-fused-qkv"]),
     "muon-qkv-per-head": ([], ["muon-qkv-per-head"]),
     # the precision of Muon's Newton-Schulz products (`default` is `auto`: bfloat16 on a CPU with
     # bfloat16 instructions, float32 elsewhere): the two, named, to compare them on any CPU

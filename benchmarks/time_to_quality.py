@@ -45,8 +45,15 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     "muon-float32": ["--muon-dtype", "float32"],
     # GPT-2's fused query-key-value matrix orthogonalised as one (before the default split it in three)
     "muon-fused-qkv": [],
+    # Muon's rate (the hidden matrices) at 1.5x --lr, AdamW's unchanged: a lever (on top of the default's
+    # own scale), and the default's rate of before (1x)
+    "muon-lr-x1.5": [],
+    "muon-lr-scale-1": ["--muon-lr-scale", "1"],
 }
-LEVERS = {"muon-fused-qkv": ["muon-fused-qkv"]}  # recipes with a lever that has no flag: see fixed_steps.py
+LEVERS = {
+    "muon-fused-qkv": ["muon-fused-qkv"],
+    "muon-lr-x1.5": ["muon-lr-x1.5"],
+}  # recipes with a lever that has no flag: see fixed_steps.py
 FIXED_STEPS = Path(__file__).parent / "fixed_steps.py"  # whose worker process applies such levers
 SCORED_SEQUENCES = 800  # each run is scored on this many test sequences: 100 batches of the default's 8
 

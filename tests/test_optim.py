@@ -147,6 +147,23 @@ def test_the_fused_query_key_value_matrix_is_three_matrices_to_muon():
     assert muon.state_dict()["param_groups"][0].keys() == as_one.state_dict()["param_groups"][0].keys()
 
 
+def test_muon_lr_scale_moves_the_hidden_matrices_faster_and_leaves_adamw_alone():
+    """--muon-lr-scale multiplies Muon's rate (the schedule's rate x the scale); AdamW keeps --lr."""
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    adamw, muon = make_optimizers(model, TrainConfig(optimizer="muon", muon_lr_scale=1.5), torch.device("cpu"))
+    assert muon.lr_scale == 1.5 and adamw.param_groups[0]["lr"] == muon.param_groups[0]["lr"]
+    torch.manual_seed(0)
+    scaled_w = torch.randn(16, 48)
+    faster_w = scaled_w.clone()
+    scaled, faster = Muon([scaled_w], lr=0.02, lr_scale=1.5), Muon([faster_w], lr=0.03)
+    for _ in range(2):
+        scaled_w.grad = torch.randn_like(scaled_w)
+        faster_w.grad = scaled_w.grad.clone()
+        scaled.step()
+        faster.step()
+    torch.testing.assert_close(scaled_w, faster_w)  # the same as Muon at 1.5x the rate
+
+
 def test_muon_trains_a_tiny_gpt(tmp_path):
     result = tinyllm.train(
         "shakespeare",
@@ -191,6 +208,8 @@ def test_wsd_warms_up_stays_then_decays_to_the_floor():
         {"decay_fraction": 0},
         {"decay_fraction": 1.5},
         {"muon_dtype": "half"},
+        {"muon_lr_scale": 0},
+        {"muon_lr_scale": -1.5},
     ],
 )
 def test_bad_values_are_clear_errors(kw):

@@ -60,6 +60,9 @@ class TrainConfig:
     optimizer: str = setting(
         "adamw", "adamw, or muon for the hidden matrices (AdamW for the rest; see optim.py)", choices=("adamw", "muon")
     )
+    muon_lr_scale: float = setting(
+        1.0, "muon: its rate as a multiple of --lr (the hidden matrices; AdamW keeps --lr)", positive_number
+    )
     weight_decay: float = setting(0.1, "AdamW weight decay (matrices only)", non_negative_number)
     beta1: float = setting(0.9, "Adam's beta1 (momentum)", fraction)
     beta2: float = setting(0.99, "Adam's beta2: a bit below the usual 0.999, as small batches are noisy", fraction)

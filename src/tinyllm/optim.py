@@ -72,17 +72,19 @@ class Muon(torch.optim.Optimizer):
         ns_steps: int = 5,
         ns_dtype: torch.dtype = torch.float32,
         pieces: dict[nn.Parameter, int] | None = None,
+        lr_scale: float = 1.0,
     ):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps))
         self.ns_dtype = ns_dtype  # the Newton-Schulz products' precision (not saved: chosen again on resume)
         # parameters that are several matrices stacked row-wise, and how many (GPT-2's fused query, key and
         # value matrix is 3): each part is orthogonalised and scaled as a matrix of its own
         self.pieces = pieces or {}
+        self.lr_scale = lr_scale  # Muon's rate as a multiple of the group's (the schedule's) rate
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
+            lr, momentum = group["lr"] * self.lr_scale, group["momentum"]
             by_shape: dict[torch.Size, list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
             for p in group["params"]:
                 if p.grad is None:
@@ -149,6 +151,7 @@ def make_optimizers(model: nn.Module, config: TrainConfig, device: torch.device)
         weight_decay=config.weight_decay,
         ns_dtype=newton_schulz_dtype(config, device),
         pieces=fused_pieces(model),
+        lr_scale=config.muon_lr_scale,
     )
     return [make_optimizer(model, config, device, params=rest), muon]
 

@@ -85,6 +85,7 @@ class Text(Task):
         schedule="wsd",
         batch_size=8,
         lr=3e-3,
+        muon_lr_scale=1.5,
         min_lr=3e-4,
         warmup_iters=50,
         max_time=300.0,

@@ -43,6 +43,7 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     "muon-lr-x1.67": ([], ["muon-lr-x1.67"]),
     "muon-lr-x1.5": ([], ["muon-lr-x1.5"]),
     "muon-lr-x0.67": ([], ["muon-lr-x0.67"]),
+    "muon-lr-x1.33": ([], ["muon-lr-x1.33"]),  # on the default's 1.5: 2x --lr
     "zero-proj": ([], ["zero-proj"]),
     "wd0": (["--weight-decay", "0"], []),
     "decay0.4": (["--decay-fraction", "0.4"], []),

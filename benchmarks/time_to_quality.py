@@ -49,9 +49,11 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     # own scale), and the default's rate of before (1x)
     "muon-lr-x1.5": [],
     "muon-lr-scale-1": ["--muon-lr-scale", "1"],
+    "muon-fused-qkv-lr-scale-1": ["--muon-lr-scale", "1"],  # both as before: the old default
 }
 LEVERS = {
     "muon-fused-qkv": ["muon-fused-qkv"],
+    "muon-fused-qkv-lr-scale-1": ["muon-fused-qkv"],
     "muon-lr-x1.5": ["muon-lr-x1.5"],
 }  # recipes with a lever that has no flag: see fixed_steps.py
 FIXED_STEPS = Path(__file__).parent / "fixed_steps.py"  # whose worker process applies such levers

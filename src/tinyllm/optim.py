@@ -13,8 +13,8 @@ Moonshot's recipe), so one `--lr` and one schedule drive both. GPT-2's fused que
 matrix is three matrices to Muon, each orthogonalised on its own (`fused_pieces`).
 
 `Muon` below is the same update as PyTorch's `torch.optim.Muon` (the same momentum, Nesterov and
-Newton-Schulz coefficients, `adjust_lr_fn="match_rms_adamw"`), with fused matrices in their parts and a choice of precision for the
-Newton-Schulz products (`--muon-dtype`). PyTorch's runs them in bfloat16, which a CPU without
+Newton-Schulz coefficients, `adjust_lr_fn="match_rms_adamw"`), with fused matrices in their parts,
+a rate of its own (`--muon-lr-scale`) and a choice of precision for the Newton-Schulz products (`--muon-dtype`). PyTorch's runs them in bfloat16, which a CPU without
 bfloat16 instructions emulates -- about 700 ms per optimizer step for the Shakespeare model on this
 project's Zen 3 EPYC, against 2 ms for AdamW -- so `auto` uses bfloat16 only where the CPU has those
 instructions (AVX-512 BF16, as on AMD Zen 4, or AMX), where it is faster than float32, and float32
@@ -133,8 +133,8 @@ def fused_pieces(model: nn.Module) -> dict[nn.Parameter, int]:
     """GPT-2's `c_attn` computes queries, keys and values with one matrix, three stacked: Muon treats
     them as the three matrices they are. Orthogonalised as one stack, the three share one budget of
     directions, so the part with the largest gradient takes most of the step; each on its own, every
-    part gets a full step of its own size. It learns more per step (README: after 1,500 steps, 1.637
-    and 1.631 instead of 1.648 and 1.657; modded-nanogpt splits them too)."""
+    part gets a full step of its own size. It learns more per step (README: after 1,500 steps, 1.641
+    and 1.635 instead of 1.648 and 1.657; modded-nanogpt splits them too)."""
     return {m.weight: 3 for name, m in model.named_modules() if name.endswith("c_attn") and isinstance(m, nn.Linear)}
 
 

@@ -10,10 +10,13 @@ same activations (hundreds of kilobytes to megabytes each) every step, so what m
    up to 32 MiB) with a fresh mapping from the operating system, unmapped again on `free`, and
 2. gives the top of its heap back to the system when more than its *trim threshold* is free.
 
-Either way the next step's tensors land on fresh pages, and the first write to each 4 KiB page is a
-page fault: the kernel stops the program, finds and zeroes a page, maps it. Measured on the
-Shakespeare model (3 blocks, 96 wide, batch 8 x 256): about 4,000-6,000 page faults per training
-step, and 10% of the step's time (65-69 ms against 59-60; 2-core Intel Xeon, family 6 model 167).
+Either way the next step's tensors may land on fresh pages, and the first write to each 4 KiB page
+is a page fault: the kernel stops the program, finds and zeroes a page, maps it. How often depends
+on what the process did before (glibc moves its thresholds as blocks come and go). Measured on a
+2-core Intel Xeon (family 6 model 167) by `benchmarks/malloc_reuse.py`: the Shakespeare model's
+Trainer alone in a fresh process took 3,800-7,300 page faults a step and 14% more time per step;
+the whole `tinyllm train shakespeare` command, 140,000-880,000 more page faults over 300 steps and
+3% more time per step (1.03x); nanoGPT's baby shape in the command, no difference.
 
 `keep_freed_memory()` sets both thresholds through `mallopt` so that blocks of up to 32 MiB come
 from the heap and the heap is never trimmed: the memory a step frees is reused by the next, and the

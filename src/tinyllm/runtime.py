@@ -17,7 +17,7 @@ loop (`training.py`) as plain as nanoGPT's: the loop asks the runtime for the de
 - **CPU products**: float32 training on the CPU may route its Linear products through oneDNN
   (`cpu_matmul.py`), by a fixed rule of the CPU and the product's size.
 - **CPU memory**: training on the CPU asks the C library's malloc to keep freed blocks for the
-  next step instead of returning them to the system (`cpu_memory.py`: ~10% of a step was page faults).
+  next step instead of returning them to the system (`cpu_memory.py`: page faults cost 3-14% of a step).
 """
 
 from __future__ import annotations

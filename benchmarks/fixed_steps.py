@@ -24,6 +24,9 @@ one); this script applies them to the library before training, in its own worker
 - `muon-fused-qkv`: GPT-2's fused query-key-value matrix (3C x C) orthogonalised as one matrix, as
   tinyllm did before it split it into its three C x C matrices (the default since, chosen here)
 - `muon-qkv-per-head`: split further, each head's query, key and value matrix (C/heads x C) on its own
+- `muon-quintic`: Muon's Newton-Schulz iterations with one quintic five times (PyTorch's, tinyllm's
+  before it took the Polar Express polynomials, the default since, chosen here)
+- `muon-rows-off`: no NorMuon row sizes (tinyllm's Muon before it took them, chosen here)
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     "muon-lr-scale-1": (["--muon-lr-scale", "1"], []),
     "muon-fused-qkv-lr-scale-1": (["--muon-lr-scale", "1"], ["muon-fused-qkv"]),
     "muon-qkv-per-head": ([], ["muon-qkv-per-head"]),
+    # Muon's polynomials and row sizes: each undone, and both (the default before, PyTorch's Muon step)
+    "muon-quintic": ([], ["muon-quintic"]),
+    "muon-rows-off": ([], ["muon-rows-off"]),
+    "muon-quintic-rows-off": ([], ["muon-quintic", "muon-rows-off"]),
     # the precision of Muon's Newton-Schulz products (`default` is `auto`: bfloat16 on a CPU with
     # bfloat16 instructions, float32 elsewhere): the two, named, to compare them on any CPU
     "muon-float32": (["--muon-dtype", "float32"], []),
@@ -98,6 +105,10 @@ def apply_levers(levers: list[str]) -> None:
                 scale_rates(optimizers[1], float(lever.removeprefix("muon-lr-x")))
             if lever == "muon-fused-qkv":
                 optimizers[1].pieces = {}  # the fused query-key-value matrix orthogonalised as one
+            if lever == "muon-quintic":
+                optimizers[1].polynomials = optim.QUINTIC  # one quintic five times, as PyTorch's Muon
+            if lever == "muon-rows-off":
+                optimizers[1].row_beta = None  # no NorMuon row sizes
             if lever == "muon-qkv-per-head":  # every head's query, key and value matrix on its own
                 heads = next(m.n_head for m in gpt.modules() if hasattr(m, "n_head"))
                 optimizers[1].pieces = {p: 3 * heads for p in optimizers[1].pieces}

@@ -11,7 +11,16 @@ from tinyllm import GPT, GPTConfig
 from tinyllm.config import TrainConfig
 from tinyllm.cpu_matmul import CpuInfo
 from tinyllm.errors import ConfigError
-from tinyllm.optim import Muon, make_optimizers, muon_params, newton_schulz_dtype, orthogonalize
+from tinyllm.optim import (
+    POLAR_EXPRESS,
+    QUINTIC,
+    Muon,
+    make_optimizers,
+    muon_params,
+    newton_schulz_dtype,
+    normalize_rows,
+    orthogonalize,
+)
 from tinyllm.training import Trainer
 
 from .conftest import TINY_MODEL, TINY_TRAIN, Regression, regression_batches
@@ -41,12 +50,13 @@ def test_muon_gets_the_hidden_matrices_and_adamw_the_rest_with_the_tied_embeddin
 
 
 @pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="PyTorch has no torch.optim.Muon (before 2.9)")
-def test_our_float32_muon_is_pytorchs_update():
-    """The same steps as torch.optim.Muon, which computes its Newton-Schulz in bfloat16: equal to that precision."""
+def test_our_float32_muon_with_pytorchs_polynomial_is_pytorchs_update():
+    """With one quintic and no row sizes, the same steps as torch.optim.Muon, which computes its
+    Newton-Schulz in bfloat16: equal to that precision."""
     torch.manual_seed(0)
     ours_w, theirs_w = torch.randn(48, 144), None
     theirs_w = ours_w.clone()
-    ours = Muon([ours_w], lr=0.01, weight_decay=0.1)
+    ours = Muon([ours_w], lr=0.01, weight_decay=0.1, polynomials=QUINTIC, row_beta=None)
     theirs = torch.optim.Muon([theirs_w], lr=0.01, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
     start = ours_w.clone()
     for _ in range(3):
@@ -71,7 +81,7 @@ def test_newton_schulz_in_bfloat16_is_pytorchs_muon_and_stays_near_float32():
     assert 0 < (in_bf16 - in_f32).norm() < 0.05 * in_f32.norm()  # really computed otherwise, and close
     ours_w = torch.randn(48, 144)
     theirs_w = ours_w.clone()
-    ours = Muon([ours_w], lr=0.01, weight_decay=0.1, ns_dtype=torch.bfloat16)
+    ours = Muon([ours_w], lr=0.01, weight_decay=0.1, ns_dtype=torch.bfloat16, polynomials=QUINTIC, row_beta=None)
     theirs = torch.optim.Muon([theirs_w], lr=0.01, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
     start = ours_w.clone()
     for _ in range(3):
@@ -98,6 +108,58 @@ def test_newton_schulz_in_bfloat16_is_pytorchs_muon_and_stays_near_float32():
 def test_muon_dtype_auto_picks_bfloat16_only_where_the_cpu_multiplies_it(choice, device, cpu, expected):
     config = TrainConfig(optimizer="muon", muon_dtype=choice)
     assert newton_schulz_dtype(config, torch.device(device), cpu) == expected
+
+
+def test_the_polar_express_polynomials_orthogonalise_closer_than_one_quintic():
+    """Five iterations of Polar Express leave the singular values nearer 1 than five of the quintic,
+    most of all the small ones, which the quintic lifts slowly (a gradient's are spread widely)."""
+    torch.manual_seed(0)
+    u, _, v = torch.linalg.svd(torch.randn(64, 160), full_matrices=False)
+    g = u @ torch.diag(torch.logspace(-3, 0, 64)) @ v  # singular values from 0.001 to 1
+    quintic = torch.linalg.svdvals(orthogonalize(g, polynomials=QUINTIC))
+    polar = torch.linalg.svdvals(orthogonalize(g, polynomials=POLAR_EXPRESS))
+    assert (polar - 1).abs().max() < (quintic - 1).abs().max()
+    assert polar.min() > quintic.min()
+    assert polar.max() < 1.3  # none overshoots far: the polynomials' safety margin
+
+
+def test_normalize_rows_evens_out_the_rows_and_keeps_the_matrix_norm():
+    """NorMuon: rows that were large on average shrink, small ones grow, the norm of each matrix stays,
+    and the running average (one value per row of the longer side) is updated in place."""
+    torch.manual_seed(0)
+    updates = torch.randn(2, 32, 8)  # tall: one value per row (32)
+    updates[:, :4] *= 5.0  # four rows far larger than the rest
+    averages = torch.zeros(2, 32, 1)
+    out = normalize_rows(updates, averages, beta=0.95)
+    torch.testing.assert_close(out.norm(dim=(-2, -1)), updates.norm(dim=(-2, -1)))
+    rows_in, rows_out = updates.norm(dim=-1), out.norm(dim=-1)
+    assert rows_out.max() / rows_out.min() < rows_in.max() / rows_in.min() / 3
+    torch.testing.assert_close(averages, 0.05 * updates.square().mean(dim=-1, keepdim=True))
+    wide = normalize_rows(torch.randn(3, 8, 32), torch.zeros(3, 1, 32), beta=0.95)  # wide: one per column
+    assert wide.shape == (3, 8, 32)
+
+
+def test_muon_keeps_its_row_sizes_in_its_state_for_resuming():
+    """The running row sizes are optimizer state (in state_dict: a resume is exact), one set per part
+    of a fused matrix; a Muon without them keeps none."""
+    torch.manual_seed(0)
+    fused, square = torch.randn(36, 12), torch.randn(12, 12)
+    muon = Muon([fused, square], lr=0.02, pieces={fused: 3})
+    for p in (fused, square):
+        p.grad = torch.randn_like(p)
+    muon.step()
+    assert muon.state[fused]["row_sizes"].shape == (3, 12, 1)
+    assert muon.state[square]["row_sizes"].shape == (1, 12, 1)
+    assert (muon.state[fused]["row_sizes"] > 0).all()
+    copy = Muon([fused.clone(), square.clone()], lr=0.02, pieces={})
+    copy.load_state_dict(muon.state_dict())
+    torch.testing.assert_close(
+        copy.state[copy.param_groups[0]["params"][0]]["row_sizes"], muon.state[fused]["row_sizes"]
+    )
+    plain = Muon([w := torch.randn(12, 12)], lr=0.02, row_beta=None)
+    w.grad = torch.randn_like(w)
+    plain.step()
+    assert "row_sizes" not in plain.state[w]
 
 
 def test_a_stack_of_matrices_is_orthogonalised_each_on_its_own():

@@ -27,6 +27,7 @@ one); this script applies them to the library before training, in its own worker
 - `muon-quintic`: Muon's Newton-Schulz iterations with one quintic five times (PyTorch's, tinyllm's
   before it took the Polar Express polynomials, the default since, chosen here)
 - `muon-rows-off`: no NorMuon row sizes (tinyllm's Muon before it took them, chosen here)
+- `muon-rows-beta-F`: NorMuon's running average of row sizes with F instead of 0.95
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     "muon-quintic": ([], ["muon-quintic"]),
     "muon-rows-off": ([], ["muon-rows-off"]),
     "muon-quintic-rows-off": ([], ["muon-quintic", "muon-rows-off"]),
+    "muon-rows-beta-0.9": ([], ["muon-rows-beta-0.9"]),
+    "muon-rows-beta-0.99": ([], ["muon-rows-beta-0.99"]),
+    "muon-rows-beta-0.8": ([], ["muon-rows-beta-0.8"]),
+    "muon-rows-beta-0.5": ([], ["muon-rows-beta-0.5"]),
     # the precision of Muon's Newton-Schulz products (`default` is `auto`: bfloat16 on a CPU with
     # bfloat16 instructions, float32 elsewhere): the two, named, to compare them on any CPU
     "muon-float32": (["--muon-dtype", "float32"], []),
@@ -109,6 +114,8 @@ def apply_levers(levers: list[str]) -> None:
                 optimizers[1].polynomials = optim.QUINTIC  # one quintic five times, as PyTorch's Muon
             if lever == "muon-rows-off":
                 optimizers[1].row_beta = None  # no NorMuon row sizes
+            if lever.startswith("muon-rows-beta-"):
+                optimizers[1].row_beta = float(lever.removeprefix("muon-rows-beta-"))
             if lever == "muon-qkv-per-head":  # every head's query, key and value matrix on its own
                 heads = next(m.n_head for m in gpt.modules() if hasattr(m, "n_head"))
                 optimizers[1].pieces = {p: 3 * heads for p in optimizers[1].pieces}

@@ -20,90 +20,104 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_name, report  # noqa: E402
+from step_profile import SHAPES  # noqa: E402  (model and batch of `baby` and `shakespeare`)
 
-SHAPES = {  # model, batch, optimizer
-    "baby": (dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=False), 12, "adamw"),
-    "shakespeare": (dict(n_layer=3, n_head=4, n_embd=96, block_size=256, vocab_size=65), 8, "muon"),
-}
+OPTIMIZERS = {"baby": "adamw", "shakespeare": "muon"}  # nanoGPT's recipe; tinyllm's default
 CLI_FLAGS = {
     "baby": "--no-bias --optimizer adamw --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12",
     "shakespeare": "",
 }
-
-UNDO = """
-import tinyllm.runtime
-tinyllm.runtime.keep_freed_memory = lambda: False
-"""
-
-TRAINER = r"""
-import json, resource, sys, time
-import torch
-from tinyllm import GPT, GPTConfig
-from tinyllm.config import TrainConfig
-from tinyllm.tasks.base import TaskModel
-from tinyllm.training import Trainer
-
-model_shape, batch, optimizer, steps = json.loads(sys.argv[1])
-torch.manual_seed(0)
-config = GPTConfig(**model_shape)
-
-def get_batch(split, generator):
-    tokens = torch.randint(config.vocab_size, (batch, config.block_size + 1), generator=generator)
-    return tokens[:, :-1], tokens[:, 1:]
-
-train = TrainConfig(batch_size=batch, max_iters=10**6, optimizer=optimizer, device="cpu")
-trainer = Trainer(TaskModel(GPT(config)), get_batch, train, rows=batch * config.block_size)
-for _ in range(10):
-    trainer.step()
-faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-for _ in range(steps):
-    trainer.step()
-print(json.dumps({"ms": 1000 * (time.perf_counter() - start) / steps,
-                  "faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps}))
-"""
-
-COMMAND = r"""
-import json, resource, sys
-from tinyllm.cli import main
-sys.argv = ["tinyllm", *sys.argv[1:]]
-code = main()
-print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt}))
-sys.exit(code)
-"""
 MODES = ("kept", "glibc default")
 
 
-def python(code: str, mode: str, *args: str) -> str:
-    """Run `code` in a fresh Python with `args`; its last line of output (a JSON record)."""
-    prefix = UNDO if mode == "glibc default" else ""
-    done = subprocess.run([sys.executable, "-c", prefix + code, *args], capture_output=True, text=True, check=True)
-    return done.stdout.splitlines()[-1]
+def page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def trainer_worker(shape: str, steps: int) -> dict:
+    """In the worker process: time `steps` Trainer steps at `shape` after 10 warm-up steps."""
+    import torch
+
+    from tinyllm import GPT, GPTConfig
+    from tinyllm.config import TrainConfig
+    from tinyllm.tasks.base import TaskModel
+    from tinyllm.training import Trainer
+
+    model_shape, batch = SHAPES[shape]
+    torch.manual_seed(0)
+    config = GPTConfig(**model_shape)
+
+    def get_batch(split: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = torch.randint(config.vocab_size, (batch, config.block_size + 1), generator=generator)
+        return tokens[:, :-1], tokens[:, 1:]
+
+    train = TrainConfig(batch_size=batch, max_iters=10**6, optimizer=OPTIMIZERS[shape], device="cpu")
+    trainer = Trainer(TaskModel(GPT(config)), get_batch, train, rows=batch * config.block_size)
+    for _ in range(10):
+        trainer.step()
+    faults, start = page_faults(), time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    return {"ms": 1000 * (time.perf_counter() - start) / steps, "faults": (page_faults() - faults) / steps}
+
+
+def command_worker(arguments: list[str]) -> dict:
+    """In the worker process: `tinyllm ARGUMENTS`; the page faults of the whole process."""
+    from tinyllm.cli import main as tinyllm
+
+    code = tinyllm(arguments)
+    if code:
+        sys.exit(code)
+    return {"faults": page_faults()}
+
+
+def worker(mode: str, way: str, arguments: list[str]) -> None:
+    """This file run as the measured process: undo `keep_freed_memory` if asked, measure, print JSON."""
+    if mode == "glibc default":
+        import tinyllm.runtime
+
+        tinyllm.runtime.keep_freed_memory = lambda: False
+    if way == "trainer":
+        print(json.dumps(trainer_worker(arguments[0], int(arguments[1]))))
+    else:
+        print(json.dumps(command_worker(arguments)))
+
+
+def in_fresh_process(mode: str, way: str, *arguments: str) -> dict:
+    """This file's worker in a fresh Python (malloc's settings are per process); its JSON record."""
+    command = [sys.executable, __file__, "--worker", mode, way, *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def measure_trainer(shape: str, mode: str, steps: int) -> dict:
-    model_shape, batch, optimizer = SHAPES[shape]
-    return json.loads(python(TRAINER, mode, json.dumps([model_shape, batch, optimizer, min(steps, 60)])))
+    return in_fresh_process(mode, "trainer", shape, str(min(steps, 60)))
 
 
 def measure_command(shape: str, mode: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "run"
         flags = f"--no-lowercase --max-iters {steps} --eval-interval {10 * steps} --no-progress --out {out}"
-        record = json.loads(python(COMMAND, mode, "train", "shakespeare", *flags.split(), *CLI_FLAGS[shape].split()))
+        record = in_fresh_process(mode, "command", "train", "shakespeare", *flags.split(), *CLI_FLAGS[shape].split())
         elapsed = [json.loads(line)["elapsed_s"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     steady = elapsed[10:-1]  # not the first steps (allocation) nor the last (the final evaluation)
     return {"ms": 1000 * (steady[-1] - steady[0]) / (len(steady) - 1), "faults": record["faults"]}
 
 
 def main() -> None:
+    if len(sys.argv) > 3 and sys.argv[1] == "--worker":  # --worker MODE WAY ARGUMENTS...
+        worker(sys.argv[2], sys.argv[3], sys.argv[4:])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument(

@@ -79,6 +79,9 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     # bfloat16 instructions, float32 elsewhere): the two, named, to compare them on any CPU
     "muon-float32": (["--muon-dtype", "float32"], []),
     "muon-bfloat16": (["--muon-dtype", "bfloat16"], []),
+    # PyTorch's own tanh-GELU kernel instead of tinyllm.gelu's sigmoid form (the same function; slower
+    # on a CPU): what the faster GELU buys in a whole run
+    "gelu-pytorch": ([], ["gelu-pytorch"]),
 }
 
 
@@ -87,7 +90,9 @@ def apply_levers(levers: list[str]) -> None:
     import math
 
     import torch.nn as nn
+    import torch.nn.functional as F
 
+    import tinyllm.gelu as gelu
     import tinyllm.model as model
     import tinyllm.optim as optim
     import tinyllm.training as training
@@ -153,6 +158,8 @@ def apply_levers(levers: list[str]) -> None:
         done = max(0.0, 1.0 - (1.0 - self.progress(it, elapsed)) / cfg.decay_fraction)
         return min_lr + (1.0 - math.sqrt(done)) * (cfg.lr - min_lr)
 
+    if "gelu-pytorch" in levers:  # GPT-2's GELU by PyTorch's kernel, as before tinyllm.gelu
+        gelu.GELU.forward = lambda self, x: F.gelu(x, approximate="tanh")
     training.make_optimizers = patched_optimizers
     training.Trainer.lr_at = patched_lr_at
     model.GPT.__init__ = patched_init

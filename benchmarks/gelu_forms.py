@@ -1,6 +1,6 @@
 """GPT-2's GELU on the CPU: PyTorch's tanh kernel against the same function written another way.
 
-    python benchmarks/gelu_forms.py [--rounds 5] [--repeats 200] [--out results.json]
+    python benchmarks/gelu_forms.py [--rounds 5] [--repeats 200] [--steps 20] [--out results.json]
 
 GPT-2 (and so the one-to-one Hugging Face mapping) uses the tanh approximation of GELU,
 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3); nanoGPT uses the exact, erf form. The
@@ -11,10 +11,15 @@ sigmoid is far cheaper than its tanh, so this times, on one layer's activations 
 
 - `tanh`: `F.gelu(x, approximate="tanh")`, what tinyllm runs;
 - `erf`: `F.gelu(x)`, nanoGPT's (another function: the reference for speed only);
-- `sigmoid`: x * sigmoid(2u) in a few in-place passes, backward by PyTorch's own tanh-GELU backward.
+- `sigmoid`: x * sigmoid(2u) in a few in-place passes, backward by PyTorch's own tanh-GELU backward;
+- `tinyllm`: `tinyllm.gelu.SigmoidGELU`, what `tinyllm train` runs on a CPU since a later session:
+  the sigmoid form, keeping sigmoid(2u) for a backward pass written out without tanh.
 
 Forward alone and forward + backward, microseconds, median of `--rounds` alternated rounds, plus the
-largest difference from a float64 tanh GELU. Prints JSON.
+largest difference from a float64 tanh GELU. Then what it does to a whole training step (`Trainer.step`,
+as `step_profile.py` builds it: baby with AdamW, as nanoGPT's recipe; Shakespeare with Muon, the
+default): two models alike but for the GELU (`tinyllm.gelu.GELU`, or PyTorch's `nn.GELU("tanh")`),
+`--steps` steps each in alternated rounds, median milliseconds a step. Prints JSON.
 """
 
 from __future__ import annotations
@@ -29,8 +34,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tinyllm import GPT, GPTConfig
+from tinyllm.config import TrainConfig
+from tinyllm.cpu_memory import keep_freed_memory
+from tinyllm.gelu import SigmoidGELU
+from tinyllm.tasks.base import TaskModel
+from tinyllm.training import Trainer
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_name, report, run_main  # noqa: E402
+from step_profile import SHAPES as STEP_SHAPES  # noqa: E402
 
 SHAPES = {"baby": (12 * 64, 4 * 128), "shakespeare": (8 * 256, 4 * 96)}  # (rows, hidden width) of one MLP
 TWO_C = 2 * math.sqrt(2 / math.pi)
@@ -56,6 +69,7 @@ FORMS = {
     "tanh": lambda x: F.gelu(x, approximate="tanh"),
     "erf": F.gelu,
     "sigmoid": SigmoidFormGELU.apply,
+    "tinyllm": SigmoidGELU.apply,
 }
 
 
@@ -92,16 +106,51 @@ def measure(rows: int, width: int, rounds: int, repeats: int) -> dict:
     return result
 
 
+def training_step_ms(shape: str, optimizer: str, rounds: int, steps: int) -> dict:
+    """Milliseconds per `Trainer.step`, tinyllm's GELU against PyTorch's kernel, alternated (medians)."""
+    model_shape, batch = STEP_SHAPES[shape]
+    config = GPTConfig(**model_shape)
+
+    def get_batch(split: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = torch.randint(config.vocab_size, (batch, config.block_size + 1), generator=generator)
+        return tokens[:, :-1], tokens[:, 1:]
+
+    trainers = {}
+    for gelu in ("tinyllm", "pytorch"):
+        torch.manual_seed(0)
+        gpt = GPT(config)
+        if gelu == "pytorch":
+            for block in gpt.transformer.h:
+                block.mlp.gelu = torch.nn.GELU(approximate="tanh")
+        train_config = TrainConfig(batch_size=batch, max_iters=10**6, optimizer=optimizer, device="cpu")
+        trainers[gelu] = Trainer(TaskModel(gpt), get_batch, train_config, rows=batch * config.block_size)
+        for _ in range(5):  # warm-up: the first steps allocate
+            trainers[gelu].step()
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(rounds):
+        for name, trainer in trainers.items():
+            times[name].append(time_us(trainer.step, steps) / 1000)
+    ms = {name: round(statistics.median(t), 2) for name, t in times.items()}
+    return {"optimizer": optimizer, "step_ms": ms, "speedup": round(ms["pytorch"] / ms["tinyllm"], 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=20, help="training steps per round and model (0: skip)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     shapes = {}
     for shape, (rows, width) in SHAPES.items():
         shapes[shape] = {"rows": rows, "width": width, **measure(rows, width, args.rounds, args.repeats)}
     result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "shapes": shapes}
+    if args.steps > 0:
+        keep_freed_memory()  # as `tinyllm train` on a CPU
+        result["training_step"] = {
+            shape: training_step_ms(shape, optimizer, args.rounds, args.steps)
+            for shape, optimizer in (("baby", "adamw"), ("shakespeare", "muon"))
+        }
     report(result, args.out)
 
 

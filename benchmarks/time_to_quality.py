@@ -51,12 +51,14 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     "muon-lr-scale-1": ["--muon-lr-scale", "1"],
     "muon-fused-qkv-lr-scale-1": ["--muon-lr-scale", "1"],  # both as before: the old default
     "muon-quintic-rows-off": [],  # Muon's step before Polar Express and NorMuon (PyTorch's, split)
+    "gelu-pytorch": [],  # PyTorch's tanh-GELU kernel, not tinyllm.gelu's sigmoid form: the same maths, slower
 }
 LEVERS = {
     "muon-fused-qkv": ["muon-fused-qkv"],
     "muon-fused-qkv-lr-scale-1": ["muon-fused-qkv"],
     "muon-lr-x1.5": ["muon-lr-x1.5"],
     "muon-quintic-rows-off": ["muon-quintic", "muon-rows-off"],
+    "gelu-pytorch": ["gelu-pytorch"],
 }  # recipes with a lever that has no flag: see fixed_steps.py
 FIXED_STEPS = Path(__file__).parent / "fixed_steps.py"  # whose worker process applies such levers
 SCORED_SEQUENCES = 800  # each run is scored on this many test sequences: 100 batches of the default's 8

@@ -33,7 +33,7 @@ def get_batch(split, generator):
 
 train = TrainConfig(batch_size=8, max_iters=100, optimizer="muon", device="cpu", cpu_matmul="default")
 trainer = Trainer(TaskModel(GPT(config)), get_batch, train, rows=8 * 256)
-losses = [trainer.step()["train_loss"] for _ in range(5)]  # warm-up: the heap grows to one step's peak
+losses = [trainer.step()["train_loss"] for _ in range(12)]  # warm-up: the heap grows to one step's peak
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 losses += [trainer.step()["train_loss"] for _ in range(6)]
 faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 6

@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import alternate, cpu_name, report, run_quietly, tinyllm  # noqa: E402
+from common import alternate, cpu_name, report, tinyllm  # noqa: E402
 
 RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a flag)
     "default": ([], []),
@@ -171,8 +171,7 @@ def run_recipe(name: str, seed: int, steps: int, folder: Path) -> dict:
     out = folder / f"{name}-seed{seed}"
     budget = ["--max-iters", str(steps), "--max-time", "24h"]  # the steps, not the clock, end the run
     train = ["train", "shakespeare", "--no-lowercase", "--out", str(out), *budget, *flags]
-    worker = [sys.executable, __file__, "--worker", ",".join(levers), "--"]
-    run_quietly([*worker, *train, "--seed", str(seed), "--no-progress", "--overwrite"])
+    tinyllm(*train, "--seed", str(seed), "--no-progress", "--overwrite", levers=levers)
     evaluated = json.loads(tinyllm("eval", str(out), "--json"))
     return {"recipe": name, "flags": flags, "levers": levers, "seed": seed, "steps": steps,
             "test_loss": round(evaluated["test_loss"], 4)}  # fmt: skip

@@ -25,7 +25,6 @@ default): two models alike but for the GELU (`tinyllm.gelu.GELU`, or PyTorch's `
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -35,18 +34,15 @@ import torch
 import torch.nn.functional as F
 
 from tinyllm import GPT, GPTConfig
-from tinyllm.config import TrainConfig
 from tinyllm.cpu_memory import keep_freed_memory
-from tinyllm.gelu import SigmoidGELU
-from tinyllm.tasks.base import TaskModel
-from tinyllm.training import Trainer
+from tinyllm.gelu import TWO_C, K, SigmoidGELU
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_name, report, run_main  # noqa: E402
 from step_profile import SHAPES as STEP_SHAPES  # noqa: E402
+from step_profile import random_token_trainer  # noqa: E402
 
 SHAPES = {"baby": (12 * 64, 4 * 128), "shakespeare": (8 * 256, 4 * 96)}  # (rows, hidden width) of one MLP
-TWO_C = 2 * math.sqrt(2 / math.pi)
 
 
 class SigmoidFormGELU(torch.autograd.Function):
@@ -56,7 +52,7 @@ class SigmoidFormGELU(torch.autograd.Function):
     def forward(ctx, x):
         ctx.save_for_backward(x)
         two_u = x * x
-        two_u.mul_(TWO_C * 0.044715).add_(TWO_C).mul_(x)  # 2u = 2c (x + 0.044715 x^3)
+        two_u.mul_(TWO_C * K).add_(TWO_C).mul_(x)  # 2u = 2c (x + K x^3), K = 0.044715
         return two_u.sigmoid_().mul_(x)
 
     @staticmethod
@@ -109,21 +105,14 @@ def measure(rows: int, width: int, rounds: int, repeats: int) -> dict:
 def training_step_ms(shape: str, optimizer: str, rounds: int, steps: int) -> dict:
     """Milliseconds per `Trainer.step`, tinyllm's GELU against PyTorch's kernel, alternated (medians)."""
     model_shape, batch = STEP_SHAPES[shape]
-    config = GPTConfig(**model_shape)
-
-    def get_batch(split: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = torch.randint(config.vocab_size, (batch, config.block_size + 1), generator=generator)
-        return tokens[:, :-1], tokens[:, 1:]
-
     trainers = {}
     for gelu in ("tinyllm", "pytorch"):
         torch.manual_seed(0)
-        gpt = GPT(config)
+        gpt = GPT(GPTConfig(**model_shape))
         if gelu == "pytorch":
             for block in gpt.transformer.h:
                 block.mlp.gelu = torch.nn.GELU(approximate="tanh")
-        train_config = TrainConfig(batch_size=batch, max_iters=10**6, optimizer=optimizer, device="cpu")
-        trainers[gelu] = Trainer(TaskModel(gpt), get_batch, train_config, rows=batch * config.block_size)
+        trainers[gelu] = random_token_trainer(gpt, batch, optimizer)
         for _ in range(5):  # warm-up: the first steps allocate
             trainers[gelu].step()
     times: dict[str, list[float]] = {name: [] for name in trainers}

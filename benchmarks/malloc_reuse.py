@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_name, report  # noqa: E402
-from step_profile import SHAPES  # noqa: E402  (model and batch of `baby` and `shakespeare`)
+from step_profile import SHAPES, random_token_trainer  # noqa: E402  (model and batch of `baby` and `shakespeare`)
 
 OPTIMIZERS = {"baby": "adamw", "shakespeare": "muon"}  # nanoGPT's recipe; tinyllm's default
 CLI_FLAGS = {
@@ -49,20 +49,10 @@ def trainer_worker(shape: str, steps: int) -> dict:
     import torch
 
     from tinyllm import GPT, GPTConfig
-    from tinyllm.config import TrainConfig
-    from tinyllm.tasks.base import TaskModel
-    from tinyllm.training import Trainer
 
     model_shape, batch = SHAPES[shape]
     torch.manual_seed(0)
-    config = GPTConfig(**model_shape)
-
-    def get_batch(split: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = torch.randint(config.vocab_size, (batch, config.block_size + 1), generator=generator)
-        return tokens[:, :-1], tokens[:, 1:]
-
-    train = TrainConfig(batch_size=batch, max_iters=10**6, optimizer=OPTIMIZERS[shape], device="cpu")
-    trainer = Trainer(TaskModel(GPT(config)), get_batch, train, rows=batch * config.block_size)
+    trainer = random_token_trainer(GPT(GPTConfig(**model_shape)), batch, OPTIMIZERS[shape])
     for _ in range(10):
         trainer.step()
     faults, start = page_faults(), time.perf_counter()

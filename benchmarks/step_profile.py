@@ -35,6 +35,19 @@ SHAPES = {  # model, tokens per step (batch, context)
 TOP = 8  # operators named in the result; the rest go into `other`
 
 
+def random_token_trainer(gpt: GPT, batch: int, optimizer: str) -> Trainer:
+    """The Trainer `tinyllm train` builds for `gpt` (with the next-token loss, as every task's model),
+    on batches of random tokens: the kernels do not care what the tokens say."""
+    config = gpt.config
+
+    def get_batch(split: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = torch.randint(config.vocab_size, (batch, config.block_size + 1), generator=generator)
+        return tokens[:, :-1], tokens[:, 1:]
+
+    train_config = TrainConfig(batch_size=batch, max_iters=10**6, optimizer=optimizer, device="cpu")
+    return Trainer(TaskModel(gpt), get_batch, train_config, rows=batch * config.block_size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=list(SHAPES), default="baby")
@@ -45,15 +58,7 @@ def main() -> None:
         parser.error("--steps takes a positive number")
     model_shape, batch = SHAPES[args.shape]
     torch.manual_seed(0)
-    config = GPTConfig(**model_shape)
-    model = TaskModel(GPT(config))  # a GPT and the next-token loss, as every task's model
-    train_config = TrainConfig(batch_size=batch, max_iters=10**6, optimizer=args.optimizer, device="cpu")
-
-    def get_batch(split: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = torch.randint(config.vocab_size, (batch, config.block_size + 1), generator=generator)
-        return tokens[:, :-1], tokens[:, 1:]
-
-    trainer = Trainer(model, get_batch, train_config, rows=batch * config.block_size)
+    trainer = random_token_trainer(GPT(GPTConfig(**model_shape)), batch, args.optimizer)
     for _ in range(10):  # warm-up: the allocator's caches, the optimizers' state
         trainer.step()
     start = time.perf_counter()

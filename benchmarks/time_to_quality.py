@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import alternate, cpu_name, report, run_quietly, tinyllm  # noqa: E402
+from common import alternate, cpu_name, report, tinyllm  # noqa: E402
 
 RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (default: Muon + WSD)
     "default": [],
@@ -60,7 +60,6 @@ LEVERS = {
     "muon-quintic-rows-off": ["muon-quintic", "muon-rows-off"],
     "gelu-pytorch": ["gelu-pytorch"],
 }  # recipes with a lever that has no flag: see fixed_steps.py
-FIXED_STEPS = Path(__file__).parent / "fixed_steps.py"  # whose worker process applies such levers
 SCORED_SEQUENCES = 800  # each run is scored on this many test sequences: 100 batches of the default's 8
 
 
@@ -69,10 +68,7 @@ def run_recipe(name: str, flags: list[str], seed: int, budget: str, lowercase: b
     case = [] if lowercase else ["--no-lowercase"]
     command = ["train", "shakespeare", "--out", str(out), "--max-time", budget]
     arguments = [*command, *case, *flags, "--seed", str(seed), "--no-progress", "--overwrite"]
-    if name in LEVERS:
-        run_quietly([sys.executable, str(FIXED_STEPS), "--worker", ",".join(LEVERS[name]), "--", *arguments])
-    else:
-        tinyllm(*arguments)
+    tinyllm(*arguments, levers=LEVERS.get(name, ()))
     config = json.loads((out / "config.json").read_text())
     # `tinyllm eval` draws batches of the run's own size: score every run on as many sequences
     batches = max(1, SCORED_SEQUENCES // config["train"]["batch_size"])

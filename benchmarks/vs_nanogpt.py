@@ -76,19 +76,14 @@ def nanogpt_step_seconds(checkout: Path, steps: int) -> list[float]:
     return [dt for i, dt in times if i > WARMUP_STEPS]  # iteration 0 holds the evaluation
 
 
-def tinyllm_step_seconds(folder: Path, steps: int, flags: list[str], cache: Path, levers: str = "") -> list[float]:
+def tinyllm_step_seconds(folder: Path, steps: int, flags: list[str], cache: Path, levers=()) -> list[float]:
     shape = [f"--{k.replace('_', '-')}={v}" for k, v in SHAPE.items()]
     command = ["train", "shakespeare", "--no-lowercase", *shape]
     options = ["--optimizer=adamw", "--schedule=cosine", "--lr=1e-3", "--min-lr=1e-4", "--warmup-iters=100"]
     budget = [f"--max-iters={steps}", "--max-time=3600", f"--eval-interval={10 * steps}", "--eval-iters=20"]
     rest = ["--dropout=0", *flags, "--no-progress", "--overwrite", "--out", str(folder)]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}  # --compile's cache: filled by the first run
-    if levers:  # a lever without a flag: the same command in fixed_steps.py's worker process
-        run_quietly(
-            [sys.executable, str(FIXED_STEPS), "--worker", levers, "--", *command, *options, *budget, *rest], env=env
-        )
-    else:
-        tinyllm(*command, *options, *budget, *rest, env=env)
+    tinyllm(*command, *options, *budget, *rest, env=env, levers=levers)  # levers: see fixed_steps.py
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     pairs = pairwise(records)  # a step's time: from the previous step's end to its own (evaluated at the end only)
     return [b["elapsed_s"] - a["elapsed_s"] for a, b in pairs if b["iter"] > WARMUP_STEPS and "test_loss" not in b]
@@ -149,8 +144,7 @@ TINYLLM = {  # contender -> flags of `tinyllm train`
     "tinyllm_compiled": ["--no-bias", "--compile"],  # with the compiled code already in the cache
     "tinyllm_pytorch_gelu": ["--no-bias"],  # PyTorch's tanh-GELU kernel (LEVERS), as before tinyllm.gelu
 }
-LEVERS = {"tinyllm_pytorch_gelu": "gelu-pytorch"}  # contenders run with a lever of fixed_steps.py
-FIXED_STEPS = Path(__file__).parent / "fixed_steps.py"
+LEVERS = {"tinyllm_pytorch_gelu": ["gelu-pytorch"]}  # contenders run with a lever of fixed_steps.py
 
 
 def main() -> None:
@@ -179,7 +173,7 @@ def main() -> None:
         for _ in range(args.rounds):
             seconds = {"nanogpt": nanogpt_step_seconds(checkout, args.steps)}
             for name in contenders[1:]:
-                seconds[name] = tinyllm_step_seconds(run, args.steps, TINYLLM[name], cache, LEVERS.get(name, ""))
+                seconds[name] = tinyllm_step_seconds(run, args.steps, TINYLLM[name], cache, LEVERS.get(name, ()))
             rounds.append({name: round(tokens_per_step / statistics.mean(s)) for name, s in seconds.items()})
             print(json.dumps(rounds[-1]), file=sys.stderr)
     median = {name: statistics.median(r[name] for r in rounds) for name in contenders}

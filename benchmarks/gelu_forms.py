@@ -130,6 +130,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps per round and model (0: skip)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.rounds < 1 or args.repeats < 1 or args.steps < 0:
+        parser.error("--rounds and --repeats take a positive number, --steps zero or more")
     shapes = {}
     for shape, (rows, width) in SHAPES.items():
         shapes[shape] = {"rows": rows, "width": width, **measure(rows, width, args.rounds, args.repeats)}

@@ -103,8 +103,10 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, kv_cache: LayerKVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        # (B, T, 3C) -> three (B, n_head, T, head_dim) views: each head attends independently
-        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        # (B, T, 3C) -> three (B, n_head, T, head_dim) views: each head attends independently.
+        # (Split, then transpose each: the backward pass then joins the three gradients with one
+        # `cat`, where one permute of all three would cost an extra copy of the whole (B, T, 3C).)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
         if kv_cache is not None:
             # Generation: store this step's keys/values and attend over everything cached so far.
             # The cache is either empty (a prompt of T tokens: causal) or gets one token (T == 1:

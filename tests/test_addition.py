@@ -6,7 +6,15 @@ from hypothesis import strategies as st
 from tinyllm import GPTConfig
 from tinyllm.errors import ConfigError, UsageError
 from tinyllm.tasks import IGNORE, TaskModel, get_task
-from tinyllm.tasks.addition_problems import EDGE_CLASSES, draw_problems, edge_set, number_length, to_digits
+from tinyllm.tasks.addition_problems import (
+    EDGE_CLASSES,
+    draw_problems,
+    edge_set,
+    hash_pairs,
+    held_out_problems,
+    number_length,
+    to_digits,
+)
 
 
 def addition(digits=3, loss="answer", positions="learned"):
@@ -103,6 +111,12 @@ def test_test_problems_never_appear_in_training():
     # the edge problems are not in the random test set: it stays a test of random problems
     edges = {(a, b) for _, a, b in big.edges}
     assert not edges & set(zip(big.test_a.tolist(), big.test_b.tolist(), strict=True))
+    # the same set on every call (a seed of its own), and one that leaves out what it is told to
+    assert torch.equal(addition(10).test_a, big.test_a) and torch.equal(addition(10).test_b, big.test_b)
+    excluded = hash_pairs(big.test_a[:500], big.test_b[:500])
+    a, b = held_out_problems(2000, 10, excluded, seed=1)
+    assert len(set(zip(a.tolist(), b.tolist(), strict=True))) == 2000
+    assert not torch.isin(hash_pairs(a, b), excluded).any()
 
 
 def edge_class_of(a: int, b: int) -> set[str]:

@@ -38,6 +38,7 @@ from .addition_problems import (
     draw_problems,
     edge_set,
     hash_pairs,
+    held_out_problems,
     number_length,
     problems_of_length,
     same_digits,
@@ -141,19 +142,10 @@ class Addition(Task):
             raise UsageError("the addition task makes its own problems: it takes no --data")
         self.edges = edge_set(self.digits)
         edge_keys = hash_pairs(*torch.tensor([(a, b) for _, a, b in self.edges]).T)
-        # the test set: distinct random problems from a seed of their own, none of them an edge problem
+        # the test set: distinct random problems, none of them an edge problem, never trained on
         size = min(self.test_size, 10 ** (2 * self.digits) // 10)
-        generator = torch.Generator().manual_seed(10_000 + self.digits)
-        keys: dict[int, tuple[int, int]] = {}
-        while len(keys) < size:
-            a, b = draw_problems(size, self.digits, generator)
-            fresh = ~torch.isin(hash_pairs(a, b), edge_keys)
-            for ka, kb, key in zip(a[fresh].tolist(), b[fresh].tolist(), hash_pairs(a, b)[fresh].tolist(), strict=True):
-                if len(keys) < size:
-                    keys.setdefault(key, (ka, kb))
-        pairs = torch.tensor(list(keys.values()), dtype=torch.long)
-        self.test_a, self.test_b = pairs[:, 0], pairs[:, 1]
-        self.test_keys = torch.tensor(sorted(keys), dtype=torch.long)
+        self.test_a, self.test_b = held_out_problems(size, self.digits, edge_keys, seed=10_000 + self.digits)
+        self.test_keys = hash_pairs(self.test_a, self.test_b).sort().values
 
     def draw_training_problems(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Problems of every kind, redrawing any that belong to the test set."""

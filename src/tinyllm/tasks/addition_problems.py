@@ -112,6 +112,21 @@ def edge_set(digits: int, per_class: int = 3, seed: int = 0) -> list[tuple[str, 
     return [(kind, a, b) for (a, b), kind in unique.items()]
 
 
+def held_out_problems(size: int, digits: int, exclude: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`size` distinct random problems of up to `digits` digits, none of whose keys (`hash_pairs`) is
+    in `exclude` (the edge set): the held-out test set, drawn from a seed of its own."""
+    generator = torch.Generator().manual_seed(seed)
+    keys: dict[int, tuple[int, int]] = {}  # a dict keeps the order drawn: the same set on every machine
+    while len(keys) < size:
+        a, b = draw_problems(size, digits, generator)
+        fresh = ~torch.isin(hash_pairs(a, b), exclude)
+        for ka, kb, key in zip(a[fresh].tolist(), b[fresh].tolist(), hash_pairs(a, b)[fresh].tolist(), strict=True):
+            if len(keys) < size:
+                keys.setdefault(key, (ka, kb))
+    pairs = torch.tensor(list(keys.values()), dtype=torch.long)
+    return pairs[:, 0], pairs[:, 1]
+
+
 # ---- numbers as digits: past 18 digits an int64 overflows, so long problems live as digit rows ----
 
 

@@ -11,7 +11,7 @@ profiled time (self time: an operator's own work, not its children's), the rest 
 The process keeps its freed memory, as `tinyllm train` on a CPU does (`cpu_memory.py`).
 
 Read the shares with care: the profiler's own cost is not spread evenly. On a Zen 4 a Shakespeare
-step took 59.7 ms unprofiled and 96.8 ms profiled, and the GELU's `addcmul` got 25% of the profiled
+step took 59.9 ms unprofiled and 104.1 ms profiled, and the GELU's `addcmul` got 25% of the profiled
 time, where the whole GELU costs about 3 ms of a 70-ms step when timed without a profiler
 (`gelu_forms.py`). Compare `profiled_step_ms` with `step_ms`, and time a suspect operator directly.
 """

@@ -55,6 +55,8 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     # more weight decay: by the end of 5 minutes a fast CPU has shown the model its text about 8 times
     "wd0.3": ["--weight-decay", "0.3"],
     "wd0": ["--weight-decay", "0"],
+    # NorMuon's row sizes averaged over 0.9 instead of 0.95: best with both seeds at 1,500 steps (README)
+    "muon-rows-beta-0.9": [],
     "gelu-pytorch": [],  # PyTorch's tanh-GELU kernel, not tinyllm.gelu's sigmoid form: the same maths, slower
 }
 LEVERS = {
@@ -63,6 +65,7 @@ LEVERS = {
     "muon-lr-x1.5": ["muon-lr-x1.5"],
     "muon-quintic-rows-off": ["muon-quintic", "muon-rows-off"],
     "gelu-pytorch": ["gelu-pytorch"],
+    "muon-rows-beta-0.9": ["muon-rows-beta-0.9"],
 }  # recipes with a lever that has no flag: see fixed_steps.py
 SCORED_SEQUENCES = 800  # each run is scored on this many test sequences: 100 batches of the default's 8
 

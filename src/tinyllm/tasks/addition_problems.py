@@ -119,8 +119,9 @@ def held_out_problems(size: int, digits: int, exclude: torch.Tensor, seed: int) 
     keys: dict[int, tuple[int, int]] = {}  # a dict keeps the order drawn: the same set on every machine
     while len(keys) < size:
         a, b = draw_problems(size, digits, generator)
-        fresh = ~torch.isin(hash_pairs(a, b), exclude)
-        for ka, kb, key in zip(a[fresh].tolist(), b[fresh].tolist(), hash_pairs(a, b)[fresh].tolist(), strict=True):
+        drawn = hash_pairs(a, b)
+        fresh = ~torch.isin(drawn, exclude)
+        for ka, kb, key in zip(a[fresh].tolist(), b[fresh].tolist(), drawn[fresh].tolist(), strict=True):
             if len(keys) < size:
                 keys.setdefault(key, (ka, kb))
     pairs = torch.tensor(list(keys.values()), dtype=torch.long)

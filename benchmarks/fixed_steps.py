@@ -28,6 +28,8 @@ one); this script applies them to the library before training, in its own worker
   before it took the Polar Express polynomials, the default since, chosen here)
 - `muon-rows-off`: no NorMuon row sizes (tinyllm's Muon before it took them, chosen here)
 - `muon-rows-beta-F`: NorMuon's running average of row sizes with F instead of 0.95
+- `half-batch-first-F`: half the batch (4 sequences, not 8) for the first F of the budget, then the
+  whole: more, cheaper steps while the gradients are large (a batch-size warm-up; for time budgets)
 """
 
 from __future__ import annotations
@@ -82,6 +84,16 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     # PyTorch's own tanh-GELU kernel instead of tinyllm.gelu's sigmoid form (the same function; slower
     # on a CPU): what the faster GELU buys in a whole run
     "gelu-pytorch": ([], ["gelu-pytorch"]),
+    # weight averaging over the final decay, the averaged weights scored (`--ema-decay`; the default's
+    # 0.98 since it won here; first run as a lever of this script, with the same arithmetic)
+    "no-ema": (["--ema-decay", "0"], []),
+    "ema-0.98": (["--ema-decay", "0.98"], []),
+    "ema-0.99": (["--ema-decay", "0.99"], []),
+    "ema-0.995": (["--ema-decay", "0.995"], []),
+    "ema-0.998": (["--ema-decay", "0.998"], []),
+    # a batch-size warm-up (for time budgets: time_to_quality.py)
+    "half-batch-first-0.3": ([], ["half-batch-first-0.3"]),
+    "half-batch-first-0.5": ([], ["half-batch-first-0.5"]),
 }
 
 
@@ -158,6 +170,20 @@ def apply_levers(levers: list[str]) -> None:
         done = max(0.0, 1.0 - (1.0 - self.progress(it, elapsed)) / cfg.decay_fraction)
         return min_lr + (1.0 - math.sqrt(done)) * (cfg.lr - min_lr)
 
+    trainer_step = training.Trainer.step
+
+    def patched_trainer_step(self):
+        get_batch = self.get_batch
+        for lever in levers:  # half the batch while the run is young: more, noisier steps first
+            young = lever.startswith("half-batch-first-") and self.progress() < float(lever.split("-")[-1])
+            if young:
+                self.get_batch = lambda split, gen: tuple(t[: len(t) // 2] for t in get_batch(split, gen))
+        try:
+            return trainer_step(self)
+        finally:
+            self.get_batch = get_batch
+
+    training.Trainer.step = patched_trainer_step
     if "gelu-pytorch" in levers:  # GPT-2's GELU by PyTorch's kernel, as before tinyllm.gelu
         gelu.GELU.forward = lambda self, x: F.gelu(x, approximate="tanh")
     training.make_optimizers = patched_optimizers

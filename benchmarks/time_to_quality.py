@@ -58,6 +58,14 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     # NorMuon's row sizes averaged over 0.9 instead of 0.95: best with both seeds at 1,500 steps (README)
     "muon-rows-beta-0.9": [],
     "gelu-pytorch": [],  # PyTorch's tanh-GELU kernel, not tinyllm.gelu's sigmoid form: the same maths, slower
+    # the weights averaged over the final decay: the default's --ema-decay 0.98 since it won here
+    "no-ema": ["--ema-decay", "0"],
+    "ema-0.98": ["--ema-decay", "0.98"],
+    # half the batch for the first 30% / 50% of the time, then the whole (a lever: fixed_steps.py);
+    # it lost, with and without the averaging, which was a lever too when they ran
+    "half-batch-first-0.3": ["--ema-decay", "0"],
+    "half-batch-first-0.5": ["--ema-decay", "0"],
+    "ema-0.98-half-batch-first-0.3": ["--ema-decay", "0.98"],
 }
 LEVERS = {
     "muon-fused-qkv": ["muon-fused-qkv"],
@@ -66,6 +74,9 @@ LEVERS = {
     "muon-quintic-rows-off": ["muon-quintic", "muon-rows-off"],
     "gelu-pytorch": ["gelu-pytorch"],
     "muon-rows-beta-0.9": ["muon-rows-beta-0.9"],
+    "half-batch-first-0.3": ["half-batch-first-0.3"],
+    "half-batch-first-0.5": ["half-batch-first-0.5"],
+    "ema-0.98-half-batch-first-0.3": ["half-batch-first-0.3"],
 }  # recipes with a lever that has no flag: see fixed_steps.py
 SCORED_SEQUENCES = 800  # each run is scored on this many test sequences: 100 batches of the default's 8
 

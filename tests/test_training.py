@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 
+from tinyllm.averaging import WeightAverage
 from tinyllm.config import TrainConfig
 from tinyllm.cpu_matmul import onednn_available
 from tinyllm.errors import ConfigError
@@ -103,6 +105,8 @@ def test_the_schedule_follows_whichever_budget_is_nearer_its_end():
         {"min_lr": 1.0},
         {"device": "tpu"},
         {"max_time": 0},
+        {"ema_decay": 1.0},
+        {"ema_decay": -0.5},
     ],
 )
 def test_invalid_training_configs(kw):
@@ -111,16 +115,22 @@ def test_invalid_training_configs(kw):
 
 
 @pytest.mark.parametrize(
-    "cpu_matmul, optimizer, muon_dtype",
+    "cpu_matmul, optimizer, muon_dtype, more",
     [
-        ("default", "adamw", "auto"),
-        pytest.param("onednn", "adamw", "auto", marks=pytest.mark.skipif(not onednn_available(), reason="no oneDNN")),
-        ("default", "muon", "float32"),  # Muon's momentum buffers are saved and restored too
-        ("default", "muon", "bfloat16"),  # and its Newton-Schulz precision is chosen again alike
+        ("default", "adamw", "auto", {}),
+        pytest.param(
+            "onednn", "adamw", "auto", {}, marks=pytest.mark.skipif(not onednn_available(), reason="no oneDNN")
+        ),
+        ("default", "muon", "float32", {}),  # Muon's momentum buffers are saved and restored too
+        ("default", "muon", "bfloat16", {}),  # and its Newton-Schulz precision is chosen again alike
+        # the weights' running average, begun at step 12 (before the cut at 15), is saved and restored
+        ("default", "muon", "float32", {"ema_decay": 0.9, "schedule": "wsd", "decay_fraction": 0.6}),
     ],
 )
-def test_resume_continues_iteration_count_and_learning_rate(tmp_path, monkeypatch, cpu_matmul, optimizer, muon_dtype):
-    train_overrides = {**TINY_TRAIN, "max_iters": 30, "optimizer": optimizer, "muon_dtype": muon_dtype}
+def test_resume_continues_iteration_count_and_learning_rate(
+    tmp_path, monkeypatch, cpu_matmul, optimizer, muon_dtype, more
+):
+    train_overrides = {**TINY_TRAIN, "max_iters": 30, "optimizer": optimizer, "muon_dtype": muon_dtype, **more}
     settings = dict(
         model_overrides=TINY_MODEL,
         train_overrides={**train_overrides, "cpu_matmul": cpu_matmul},
@@ -152,6 +162,8 @@ def test_resume_continues_iteration_count_and_learning_rate(tmp_path, monkeypatc
     # model, optimizer and RNG state were all restored: the very same losses
     assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in full]
     assert resumed[-1]["test_loss"] == full[-1]["test_loss"]
+    full_weights, resumed_weights = (load_file(tmp_path / run / "model.safetensors") for run in ("full", "cut"))
+    assert all(torch.equal(full_weights[name], resumed_weights[name]) for name in full_weights)
 
 
 def test_existing_run_is_not_overwritten(tiny_run):
@@ -186,3 +198,40 @@ def test_plots_are_redrawn_at_most_every_plot_every_s(tmp_path, monkeypatch, eve
     settings = dict(model_overrides=TINY_MODEL, train_overrides=TINY_TRAIN, progress_bar=False)
     train("shakespeare", out_dir=tmp_path / "run", **settings)  # 20 steps, evaluated at 10 and 20
     assert len(drawn) == drawings  # every evaluation + the end, or the first evaluation + the end
+
+
+def test_weight_average_math():
+    weights = nn.Parameter(torch.tensor([0.0, 4.0]))
+    average = WeightAverage([weights], decay=0.75)
+    average.copy_to_weights()  # before the first update: nothing to copy
+    assert weights.tolist() == [0.0, 4.0]
+    average.update()  # starts from the weights
+    with torch.no_grad():
+        weights.fill_(8.0)
+    average.update()  # 0.75 of the average, 0.25 of the weights
+    assert average.state_dict()[0].tolist() == [2.0, 5.0]
+    average.copy_to_weights()
+    assert weights.tolist() == [2.0, 5.0]
+    with pytest.raises(ValueError):
+        WeightAverage([weights], decay=1.0)
+
+
+def test_run_ends_on_the_average_of_its_final_steps(tmp_path, monkeypatch):
+    """--ema-decay: the weights after steps 6, 7 and 8 of 8 (the last quarter) averaged; the rest not."""
+    raw = []  # each step's weights, before any averaging touches them
+    original_step = Trainer.step
+
+    def step_and_record(self):
+        record = original_step(self)
+        raw.append({name: p.detach().clone() for name, p in self.model.gpt.named_parameters()})
+        return record
+
+    monkeypatch.setattr(Trainer, "step", step_and_record)
+    overrides = {**TINY_TRAIN, "max_iters": 8, "schedule": "wsd", "decay_fraction": 0.25, "ema_decay": 0.5}
+    train("shakespeare", out_dir=tmp_path / "run", model_overrides=TINY_MODEL, train_overrides=overrides,
+          progress_bar=False, log=lambda *a: None)  # fmt: skip
+    saved = load_file(tmp_path / "run" / "model.safetensors")
+    for name, last in raw[-1].items():
+        expected = (raw[5][name] * 0.5 + raw[6][name] * 0.5) * 0.5 + last * 0.5
+        assert torch.allclose(saved[name], expected, atol=1e-6), name
+        assert not torch.allclose(saved[name], last), name  # not simply the last step's weights

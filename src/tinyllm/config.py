@@ -51,6 +51,12 @@ class TrainConfig:
         choices=("cosine", "wsd"),
     )
     decay_fraction: float = setting(0.2, "wsd: the last part of the budget spent decaying to the floor", probability)
+    ema_decay: float = setting(
+        0.0,
+        "average the weights over the last --decay-fraction of the budget, keeping this much of the average a step"
+        " (0.98: about the last 50 steps), and end the run on the average; 0: off (averaging.py)",
+        fraction,
+    )
     # -- when to stop: whichever budget runs out first --
     max_iters: int | None = setting(5000, "stop after N optimizer steps", optional(positive_int))
     max_time: float | None = setting(

@@ -17,8 +17,8 @@ one, never half a file; metrics.jsonl is only appended to, one whole line at a t
 **The resume file** holds, besides the weights under their model names, the optimizer's tensors as
 `optimizer.<parameter index>.<name>` (AdamW: `exp_avg`, `exp_avg_sq`, `step`; with `--optimizer
 muon`, Muon's as `muon.<parameter index>.<name>`), the random states as
-`rng.batches` (the generator that draws training batches), `rng.torch` and `rng.cuda.<device>`, and
-in its JSON metadata the iteration, the seconds trained, the best test loss and the optimizers'
+`rng.batches` (the generator that draws training batches), `rng.torch` and `rng.cuda.<device>`, with
+`--ema-decay` the weights' running average as `average.<parameter index>`, and in its JSON metadata the iteration, the seconds trained, the best test loss and the optimizers'
 parameter groups. Nothing in it is pickled.
 
 **One writer.** A training holds an OS-level advisory lock (`flock`) on `.lock` for its whole life;
@@ -203,7 +203,7 @@ class RunDirectory:
             return None
         tensors, meta = load_tensors(path)
         state = _unflatten_resume_state(tensors, meta, path)
-        weights = {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "muon.", "rng."))}
+        weights = {k: v for k, v in tensors.items() if not k.startswith(("optimizer.", "muon.", "rng.", "average."))}
         load_model_tensors(model, weights, path)
         return state
 
@@ -220,6 +220,8 @@ def _flatten_resume_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor
     tensors["rng.torch"] = state["torch_rng"]
     for i, cuda_state in enumerate(state["cuda_rng"]):
         tensors[f"rng.cuda.{i}"] = cuda_state
+    for i, average in enumerate(state.get("weight_average") or []):
+        tensors[f"average.{i}"] = average
     meta = {
         "iter": state["iter"],
         "elapsed_s": state["elapsed_s"],
@@ -238,6 +240,7 @@ def _unflatten_resume_state(tensors: dict[str, torch.Tensor], meta: dict[str, An
             prefix, index, key = name.split(".", 2)
             states[prefix].setdefault(int(index), {})[key] = value
     muon_groups = meta.get("muon_param_groups")
+    averages = sum(name.startswith("average.") for name in tensors)
     try:
         return {
             "optimizer": {"state": states["optimizer"], "param_groups": meta["optimizer_param_groups"]},
@@ -248,6 +251,7 @@ def _unflatten_resume_state(tensors: dict[str, torch.Tensor], meta: dict[str, An
             "iter": meta["iter"],
             "elapsed_s": meta["elapsed_s"],
             "best_test_loss": meta.get("best_test_loss"),
+            "weight_average": [tensors[f"average.{i}"] for i in range(averages)] or None,
         }
     except KeyError as e:
         raise CheckpointError(f"{path} is not a tinyllm resume file (no {e.args[0]})") from None

@@ -10,7 +10,7 @@ regression model in the tests. Read it in the order it runs:
 4. `Trainer.evaluate`: the mean loss of each split on fixed batches (`mean_loss`), plus the task's
    own metrics.
 5. `Trainer.run`: step until the budget is spent or Ctrl-C; evaluate every `eval_interval` steps;
-   say when a checkpoint is due.
+   say when a checkpoint is due; with `--ema-decay`, end on the weights' average (`averaging.py`).
 6. `Trainer.state_dict`: what resuming needs (the run directory decides how it is stored).
 
 What happens around the loop -- writing metrics, saving checkpoints, drawing plots -- is not the
@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .averaging import WeightAverage
 from .config import TrainConfig
 from .errors import TinyLLMError
 from .optim import make_optimizer, make_optimizers
@@ -102,6 +103,7 @@ class Trainer:
         self.task_metrics = task_metrics
         self.optimizers = make_optimizers(self.model, config, self.runtime.device)  # [AdamW] or [AdamW, Muon]
         self.params = list(self.model.parameters())  # listed once, not walked through the modules each step
+        self.weight_average = WeightAverage(self.params, config.ema_decay) if config.ema_decay else None
         # each rank of a distributed run draws its own batches
         self.batch_generator = torch.Generator().manual_seed(config.seed + self.runtime.dist.rank)
         self.callbacks: dict[str, list[Callable[..., None]]] = defaultdict(list)
@@ -222,6 +224,7 @@ class Trainer:
                 self.elapsed = time.perf_counter() - start
                 record["elapsed_s"] = round(self.elapsed, 3)
                 stop = self.agree_to_stop()
+                self.average_weights(end=stop and not self.interrupted)
                 evaluating = self.iter % self.config.eval_interval == 0 or (stop and not self.interrupted)
                 is_best = False
                 if evaluating:
@@ -236,6 +239,15 @@ class Trainer:
                 if self.checkpoint_due(evaluating, self.elapsed - last_checkpoint):
                     self.trigger_callbacks("checkpoint", is_best)
                     last_checkpoint = time.perf_counter() - start
+
+    def average_weights(self, end: bool) -> None:
+        """--ema-decay: fold the weights into their average over the final decay; at the end, use it."""
+        if self.weight_average is None:
+            return
+        if self.progress() >= 1 - self.config.decay_fraction:
+            self.weight_average.update()
+        if end:
+            self.weight_average.copy_to_weights()
 
     def checkpoint_due(self, evaluated: bool, seconds_since_last: float) -> bool:
         """After each evaluation, every `checkpoint_interval` steps or `checkpoint_seconds`, at the end."""
@@ -259,6 +271,7 @@ class Trainer:
             "iter": self.iter,
             "elapsed_s": self.elapsed,
             "best_test_loss": self.best_test_loss if math.isfinite(self.best_test_loss) else None,
+            "weight_average": self.weight_average.state_dict() if self.weight_average else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -276,6 +289,8 @@ class Trainer:
         self.elapsed = float(state["elapsed_s"])
         best = state.get("best_test_loss")
         self.best_test_loss = math.inf if best is None else float(best)
+        if self.weight_average is not None:
+            self.weight_average.load_state_dict(state.get("weight_average"))
 
 
 class ProgressBar:

@@ -214,6 +214,14 @@ def test_weight_average_math():
     assert weights.tolist() == [2.0, 5.0]
     with pytest.raises(ValueError):
         WeightAverage([weights], decay=1.0)
+    late = WeightAverage([weights], decay=0.5, start=0.8)  # as the trainer makes it: the last 20% only
+    late.after_step(0.7, end=False)
+    assert late.state_dict() is None  # not yet
+    late.after_step(0.8, end=False)
+    with torch.no_grad():
+        weights.fill_(4.0)
+    late.after_step(1.0, end=True)  # folds the last weights in, then puts the average in their place
+    assert weights.tolist() == [3.0, 4.5]
 
 
 def test_run_ends_on_the_average_of_its_final_steps(tmp_path, monkeypatch):

@@ -103,7 +103,9 @@ class Trainer:
         self.task_metrics = task_metrics
         self.optimizers = make_optimizers(self.model, config, self.runtime.device)  # [AdamW] or [AdamW, Muon]
         self.params = list(self.model.parameters())  # listed once, not walked through the modules each step
-        self.weight_average = WeightAverage(self.params, config.ema_decay) if config.ema_decay else None
+        self.weight_average = None  # --ema-decay: the weights' running average over the final decay
+        if config.ema_decay:
+            self.weight_average = WeightAverage(self.params, config.ema_decay, start=1 - config.decay_fraction)
         # each rank of a distributed run draws its own batches
         self.batch_generator = torch.Generator().manual_seed(config.seed + self.runtime.dist.rank)
         self.callbacks: dict[str, list[Callable[..., None]]] = defaultdict(list)
@@ -224,7 +226,8 @@ class Trainer:
                 self.elapsed = time.perf_counter() - start
                 record["elapsed_s"] = round(self.elapsed, 3)
                 stop = self.agree_to_stop()
-                self.average_weights(end=stop and not self.interrupted)
+                if self.weight_average is not None:  # fold these weights in; at the end, use the average
+                    self.weight_average.after_step(self.progress(), end=stop and not self.interrupted)
                 evaluating = self.iter % self.config.eval_interval == 0 or (stop and not self.interrupted)
                 is_best = False
                 if evaluating:
@@ -239,15 +242,6 @@ class Trainer:
                 if self.checkpoint_due(evaluating, self.elapsed - last_checkpoint):
                     self.trigger_callbacks("checkpoint", is_best)
                     last_checkpoint = time.perf_counter() - start
-
-    def average_weights(self, end: bool) -> None:
-        """--ema-decay: fold the weights into their average over the final decay; at the end, use it."""
-        if self.weight_average is None:
-            return
-        if self.progress() >= 1 - self.config.decay_fraction:
-            self.weight_average.update()
-        if end:
-            self.weight_average.copy_to_weights()
 
     def checkpoint_due(self, evaluated: bool, seconds_since_last: float) -> bool:
         """After each evaluation, every `checkpoint_interval` steps or `checkpoint_seconds`, at the end."""

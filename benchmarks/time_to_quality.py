@@ -61,6 +61,8 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     # the weights averaged over the final decay: the default's --ema-decay 0.98 since it won here
     "no-ema": ["--ema-decay", "0"],
     "ema-0.98": ["--ema-decay", "0.98"],
+    "ema-0.99": ["--ema-decay", "0.99"],  # longer averages: the decay is ~850 steps long in 5 minutes
+    "ema-0.995": ["--ema-decay", "0.995"],
     # half the batch for the first 30% / 50% of the time, then the whole (a lever: fixed_steps.py);
     # it lost, with and without the averaging, which was a lever too when they ran
     "half-batch-first-0.3": ["--ema-decay", "0"],

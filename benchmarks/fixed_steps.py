@@ -171,19 +171,19 @@ def apply_levers(levers: list[str]) -> None:
         return min_lr + (1.0 - math.sqrt(done)) * (cfg.lr - min_lr)
 
     trainer_step = training.Trainer.step
+    half_batch_until = [float(lever.split("-")[-1]) for lever in levers if lever.startswith("half-batch-first-")]
 
-    def patched_trainer_step(self):
+    def half_batch_step(self):  # half the batch while the run is young: more, noisier steps first
         get_batch = self.get_batch
-        for lever in levers:  # half the batch while the run is young: more, noisier steps first
-            young = lever.startswith("half-batch-first-") and self.progress() < float(lever.split("-")[-1])
-            if young:
-                self.get_batch = lambda split, gen: tuple(t[: len(t) // 2] for t in get_batch(split, gen))
+        if self.progress() < half_batch_until[0]:
+            self.get_batch = lambda split, gen: tuple(t[: len(t) // 2] for t in get_batch(split, gen))
         try:
             return trainer_step(self)
         finally:
             self.get_batch = get_batch
 
-    training.Trainer.step = patched_trainer_step
+    if half_batch_until:
+        training.Trainer.step = half_batch_step
     if "gelu-pytorch" in levers:  # GPT-2's GELU by PyTorch's kernel, as before tinyllm.gelu
         gelu.GELU.forward = lambda self, x: F.gelu(x, approximate="tanh")
     training.make_optimizers = patched_optimizers

@@ -69,8 +69,8 @@ class WeightAverage:
         return self.average
 
     def load_state_dict(self, average: list[torch.Tensor] | None) -> None:
-        if average is not None and [a.shape for a in average] != [p.shape for p in self.params]:
-            raise CheckpointError("the resume file's weight average does not match the model's parameters")
         if average is not None:
+            if [a.shape for a in average] != [p.shape for p in self.params]:
+                raise CheckpointError("the resume file's weight average does not match the model's parameters")
             average = [a.to(p.device, p.dtype) for a, p in zip(average, self.params, strict=True)]
         self.average = average

@@ -17,9 +17,9 @@ one, never half a file; metrics.jsonl is only appended to, one whole line at a t
 **The resume file** holds, besides the weights under their model names, the optimizer's tensors as
 `optimizer.<parameter index>.<name>` (AdamW: `exp_avg`, `exp_avg_sq`, `step`; with `--optimizer
 muon`, Muon's as `muon.<parameter index>.<name>`), the random states as
-`rng.batches` (the generator that draws training batches), `rng.torch` and `rng.cuda.<device>`, with
-`--ema-decay` the weights' running average as `average.<parameter index>`, and in its JSON metadata the iteration, the seconds trained, the best test loss and the optimizers'
-parameter groups. Nothing in it is pickled.
+`rng.batches` (the generator that draws training batches), `rng.torch` and `rng.cuda.<device>`,
+with `--ema-decay` the weights' running average as `average.<parameter index>`, and in its JSON
+metadata the iteration, the seconds trained, the best test loss and the optimizers' parameter groups. Nothing in it is pickled.
 
 **One writer.** A training holds an OS-level advisory lock (`flock`) on `.lock` for its whole life;
 the kernel releases it when the process ends, however it ends (a SIGKILL leaves no stale lock). A

@@ -265,7 +265,7 @@ class Trainer:
             "iter": self.iter,
             "elapsed_s": self.elapsed,
             "best_test_loss": self.best_test_loss if math.isfinite(self.best_test_loss) else None,
-            "weight_average": self.weight_average.state_dict() if self.weight_average else None,
+            "weight_average": self.weight_average.state_dict() if self.weight_average is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -227,7 +227,7 @@ class Trainer:
                 record["elapsed_s"] = round(self.elapsed, 3)
                 stop = self.agree_to_stop()
                 if self.weight_average is not None:  # fold these weights in; at the end, use the average
-                    self.weight_average.after_step(self.progress(), end=stop and not self.interrupted)
+                    self.weight_average.after_step(self.progress(), self.iter, end=stop and not self.interrupted)
                 evaluating = self.iter % self.config.eval_interval == 0 or (stop and not self.interrupted)
                 is_best = False
                 if evaluating:

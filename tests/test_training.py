@@ -254,7 +254,7 @@ def test_run_ends_on_the_average_of_its_final_steps(tmp_path, monkeypatch):
     saved = load_file(tmp_path / "run" / "model.safetensors")
     for name, last in raw[-1].items():
         expected = raw[7][name]  # the weights after step 8 (progress 0.5) start the average
-        for weights in raw[8:]:
-            expected = expected * 0.5 + weights * 0.5
+        for later in raw[8:]:
+            expected = expected * 0.5 + later[name] * 0.5
         assert torch.allclose(saved[name], expected, atol=1e-6), name
         assert not torch.allclose(saved[name], last), name  # not simply the last step's weights

@@ -30,6 +30,9 @@ one); this script applies them to the library before training, in its own worker
 - `muon-rows-beta-F`: NorMuon's running average of row sizes with F instead of 0.95
 - `half-batch-first-F`: half the batch (4 sequences, not 8) for the first F of the budget, then the
   whole: more, cheaper steps while the gradients are large (a batch-size warm-up; for time budgets)
+- `reshuffle`: training windows drawn without replacement: each epoch cuts the training text into
+  windows at a fresh random offset and serves them in a fresh random order, so every character is
+  seen once an epoch (random reshuffling) instead of at random (nanoGPT's and tinyllm's random crops)
 """
 
 from __future__ import annotations
@@ -94,6 +97,8 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     # a batch-size warm-up (for time budgets: time_to_quality.py)
     "half-batch-first-0.3": ([], ["half-batch-first-0.3"]),
     "half-batch-first-0.5": ([], ["half-batch-first-0.5"]),
+    # every training window once an epoch, in a random order, instead of random crops
+    "reshuffle": ([], ["reshuffle"]),
 }
 
 
@@ -101,12 +106,14 @@ def apply_levers(levers: list[str]) -> None:
     """Patch the library for the levers that have no flag (in the worker process only)."""
     import math
 
+    import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
     import tinyllm.gelu as gelu
     import tinyllm.model as model
     import tinyllm.optim as optim
+    import tinyllm.tasks.text as text
     import tinyllm.training as training
 
     def scale_rates(optimizer, factor: float) -> None:  # the Trainer sets group["lr"]; scale what it sets
@@ -182,6 +189,31 @@ def apply_levers(levers: list[str]) -> None:
         finally:
             self.get_batch = get_batch
 
+    random_windows = text.random_windows
+    epoch_windows = []  # the training split's window starts left in this epoch
+    in_step = [False]  # True while the Trainer draws its training batch (not while it evaluates)
+
+    def reshuffled_windows(tokens, block_size, batch_size, generator):
+        if not in_step[0]:  # the evaluations: random crops from their fixed seed, as before
+            return random_windows(tokens, block_size, batch_size, generator)
+        while len(epoch_windows) < batch_size:  # a new epoch: a fresh offset, a fresh order
+            offset = int(torch.randint(block_size, (1,), generator=generator))
+            starts = torch.arange(offset, len(tokens) - block_size, block_size)
+            epoch_windows.extend(starts[torch.randperm(len(starts), generator=generator)].tolist())
+        starts = torch.tensor([epoch_windows.pop() for _ in range(batch_size)]).unsqueeze(1)
+        windows = tokens[starts + torch.arange(block_size + 1)]
+        return windows[:, :-1], windows[:, 1:]
+
+    def reshuffle_step(self):
+        in_step[0] = True
+        try:
+            return trainer_step(self)
+        finally:
+            in_step[0] = False
+
+    if "reshuffle" in levers:
+        text.random_windows = reshuffled_windows
+        training.Trainer.step = reshuffle_step
     if half_batch_until:
         training.Trainer.step = half_batch_step
     if "gelu-pytorch" in levers:  # GPT-2's GELU by PyTorch's kernel, as before tinyllm.gelu

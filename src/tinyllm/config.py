@@ -54,7 +54,7 @@ class TrainConfig:
     ema_decay: float = setting(
         0.0,
         "average the weights over the last --decay-fraction of the budget, keeping this much of the average a step"
-        " (0.98: about the last 50 steps, at most a quarter of that part's steps), and end the run on the average;"
+        " (0.995: about the last 200 steps, at most a quarter of that part's steps), and end the run on the average;"
         " 0: off (averaging.py)",
         fraction,
     )

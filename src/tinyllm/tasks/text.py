@@ -87,7 +87,7 @@ class Text(Task):
         lr=3e-3,
         muon_lr_scale=1.5,
         min_lr=3e-4,
-        ema_decay=0.98,
+        ema_decay=0.995,
         warmup_iters=50,
         max_time=300.0,
         max_iters=None,

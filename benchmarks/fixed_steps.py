@@ -87,8 +87,8 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     # PyTorch's own tanh-GELU kernel instead of tinyllm.gelu's sigmoid form (the same function; slower
     # on a CPU): what the faster GELU buys in a whole run
     "gelu-pytorch": ([], ["gelu-pytorch"]),
-    # weight averaging over the final decay, the averaged weights scored (`--ema-decay`; the default's
-    # 0.98 since it won here; first run as a lever of this script, with the same arithmetic)
+    # weight averaging over the final decay, the averaged weights scored (`--ema-decay`; 0.98 won
+    # here first, as a lever of this script with the same arithmetic; the default is 0.995 now)
     "no-ema": (["--ema-decay", "0"], []),
     "ema-0.98": (["--ema-decay", "0.98"], []),
     "ema-0.99": (["--ema-decay", "0.99"], []),

@@ -56,6 +56,7 @@ RECIPES = {  # name -> (flags of `tinyllm train shakespeare`, levers without a f
     "zero-proj": ([], ["zero-proj"]),
     "wd0": (["--weight-decay", "0"], []),
     "decay0.4": (["--decay-fraction", "0.4"], []),
+    "decay0.3": (["--decay-fraction", "0.3"], []),  # a longer decay: more steps for the weights' average
     "heads2": (["--n-head", "2"], []),
     "heads3": (["--n-head", "3"], []),
     "min-lr0": (["--min-lr", "0"], []),

@@ -66,6 +66,8 @@ RECIPES = {  # name -> the flags that differ from `tinyllm train shakespeare` (d
     "ema-0.995": ["--ema-decay", "0.995"],
     # longer than the cap allows: the average spans a quarter of the decay's steps (~210 of ~850 here)
     "ema-0.999": ["--ema-decay", "0.999"],
+    # a longer decay: the average (a quarter of the decay at most) gets more, and more settled, steps
+    "decay0.3": ["--decay-fraction", "0.3"],
     # half the batch for the first 30% / 50% of the time, then the whole (a lever: fixed_steps.py);
     # it lost, with and without the averaging, which was a lever too when they ran
     "half-batch-first-0.3": ["--ema-decay", "0"],

@@ -190,12 +190,15 @@ def apply_levers(levers: list[str]) -> None:
         finally:
             self.get_batch = get_batch
 
+    if half_batch_until:
+        training.Trainer.step = half_batch_step
+
     random_windows = text.random_windows
     epoch_windows = []  # the training split's window starts left in this epoch
-    in_step = [False]  # True while the Trainer draws its training batch (not while it evaluates)
+    drawing_training_batch = False  # True inside Trainer.step (not while it evaluates)
 
     def reshuffled_windows(tokens, block_size, batch_size, generator):
-        if not in_step[0]:  # the evaluations: random crops from their fixed seed, as before
+        if not drawing_training_batch:  # the evaluations: random crops from their fixed seed, as before
             return random_windows(tokens, block_size, batch_size, generator)
         while len(epoch_windows) < batch_size:  # a new epoch: a fresh offset, a fresh order
             offset = int(torch.randint(block_size, (1,), generator=generator))
@@ -205,18 +208,19 @@ def apply_levers(levers: list[str]) -> None:
         windows = tokens[starts + torch.arange(block_size + 1)]
         return windows[:, :-1], windows[:, 1:]
 
+    inner_step = training.Trainer.step  # with the half-batch lever, its step: the two levers stack
+
     def reshuffle_step(self):
-        in_step[0] = True
+        nonlocal drawing_training_batch
+        drawing_training_batch = True
         try:
-            return trainer_step(self)
+            return inner_step(self)
         finally:
-            in_step[0] = False
+            drawing_training_batch = False
 
     if "reshuffle" in levers:
         text.random_windows = reshuffled_windows
         training.Trainer.step = reshuffle_step
-    if half_batch_until:
-        training.Trainer.step = half_batch_step
     if "gelu-pytorch" in levers:  # GPT-2's GELU by PyTorch's kernel, as before tinyllm.gelu
         gelu.GELU.forward = lambda self, x: F.gelu(x, approximate="tanh")
     training.make_optimizers = patched_optimizers

@@ -148,7 +148,9 @@ def test_next_token_bars_equal_the_api_and_top_k_keeps_k(page, served, server):
         shown = page.locator(f'.stage[data-stage="{stage}"] .bar-row')
         values = [float(v) for v in shown.evaluate_all("rows => rows.map(r => r.dataset.prob)")]
         assert values == [c["probs"][s] for c in api["candidates"]]
-        assert sum(values) <= 1 + 1e-6
+        # each shown probability is rounded to 5 decimals (views._stages): the shown ones sum to at
+        # most 1 plus half a unit of the last decimal for each of them
+        assert sum(values) <= 1 + len(values) * 0.5e-5 + 1e-9
     top_k_bars = page.locator('.stage[data-stage="top_k"] .bar-row').evaluate_all(
         "rows => rows.map(r => Number(r.dataset.prob))"
     )
@@ -167,7 +169,8 @@ def test_attention_grid_has_a_panel_per_layer_and_head_and_the_logit_lens(page, 
     weights = page.locator('.head-panel[data-layer="0"][data-head="0"] span.w').evaluate_all(
         "spans => spans.map(s => Number(s.dataset.weight))"
     )
-    assert len(weights) == len("to be or not to be") and abs(sum(weights) - 1) < 1e-2
+    # a row of attention sums to 1; each weight is shown rounded to 4 decimals (views._r)
+    assert len(weights) == len("to be or not to be") and abs(sum(weights) - 1) <= len(weights) * 0.5e-4 + 1e-9
     assert page.locator("#logit-lens tbody tr").count() == config.n_layer + 1
     screenshot(page, "attention", "#attention-heads")
     screenshot(page, "attention_grid", "#attention-grid")

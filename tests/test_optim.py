@@ -9,7 +9,6 @@ import torch
 import tinyllm
 from tinyllm import GPT, GPTConfig
 from tinyllm.config import TrainConfig
-from tinyllm.cpu_matmul import CpuInfo
 from tinyllm.errors import ConfigError
 from tinyllm.optim import (
     POLAR_EXPRESS,
@@ -17,7 +16,6 @@ from tinyllm.optim import (
     Muon,
     make_optimizers,
     muon_params,
-    newton_schulz_dtype,
     normalize_rows,
     orthogonalize,
 )
@@ -91,23 +89,6 @@ def test_newton_schulz_in_bfloat16_is_pytorchs_muon_and_stays_near_float32():
         theirs.step()
     assert ours_w.dtype == torch.float32 and ours.state[ours_w]["momentum_buffer"].dtype == torch.float32
     assert (ours_w - theirs_w).norm() < 0.01 * (theirs_w - start).norm()
-
-
-@pytest.mark.parametrize(
-    "choice, device, cpu, expected",
-    [
-        ("auto", "cpu", CpuInfo("AuthenticAMD", 25, frozenset({"avx512f", "avx512_bf16"})), torch.bfloat16),  # Zen 4
-        ("auto", "cpu", CpuInfo("GenuineIntel", 6, frozenset({"amx_bf16"})), torch.bfloat16),  # AMX
-        ("auto", "cpu", CpuInfo("AuthenticAMD", 25, frozenset({"avx2"})), torch.float32),  # Zen 3: emulated
-        ("auto", "cpu", CpuInfo(), torch.float32),  # unknown CPU (no /proc/cpuinfo)
-        ("auto", "cuda", CpuInfo("AuthenticAMD", 25, frozenset({"avx512_bf16"})), torch.float32),  # GPUs: unmeasured
-        ("float32", "cpu", CpuInfo("AuthenticAMD", 25, frozenset({"avx512_bf16"})), torch.float32),
-        ("bfloat16", "cpu", CpuInfo("AuthenticAMD", 25, frozenset({"avx2"})), torch.bfloat16),  # asked for: given
-    ],
-)
-def test_muon_dtype_auto_picks_bfloat16_only_where_the_cpu_multiplies_it(choice, device, cpu, expected):
-    config = TrainConfig(optimizer="muon", muon_dtype=choice)
-    assert newton_schulz_dtype(config, torch.device(device), cpu) == expected
 
 
 def test_the_polar_express_polynomials_orthogonalise_closer_than_one_quintic():
@@ -269,7 +250,6 @@ def test_wsd_warms_up_stays_then_decays_to_the_floor():
         {"schedule": "linear"},
         {"decay_fraction": 0},
         {"decay_fraction": 1.5},
-        {"muon_dtype": "half"},
         {"muon_lr_scale": 0},
         {"muon_lr_scale": -1.5},
     ],

@@ -274,11 +274,17 @@ def test_task_pictures_in_the_embeddings_view(task, options, positions, tmp_path
         log=lambda *a: None,
     )
     body = TestClient(create_app(tmp_path)).get(f"/api/runs/{task}/embeddings").json()
+    (view,) = body["views"]  # the task's own picture, as the task computes it (rounded to 4 decimals)
+    run = tinyllm.load(tmp_path / task)
+    (own,) = run.task.page_views(run.model, run.device)
+    assert view["name"] == own["name"] and view["x"] == own["x"]
+    assert all(abs(shown - exact) <= 0.5e-4 + 1e-7 for shown, exact in zip(view["y"], own["y"], strict=True))
     if task == "modadd":
-        assert body["fourier"]["frequencies"] == list(range(49)) and abs(sum(body["fourier"]["norms"]) - 1) < 1e-3
+        # the norms are shares summing to 1; each shown value is off by at most half the last decimal
+        assert view["name"] == "fourier" and view["x"] == list(range(49))
+        assert abs(sum(view["y"]) - 1) <= len(view["y"]) * 0.5e-4 + 1e-6
     else:
-        accuracy = body["digit_accuracy"]
-        assert accuracy["positions"] == [1, 2, 3] and all(0 <= a <= 1 for a in accuracy["accuracy"])
+        assert view["name"] == "digit_accuracy" and view["x"] == [1, 2, 3] and all(0 <= a <= 1 for a in view["y"])
         # the inspect view and streaming work with either kind of positions
         client = TestClient(create_app(tmp_path))
         inspected = client.post(f"/api/runs/{task}/inspect", json={"prompt": "12+34="})

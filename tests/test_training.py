@@ -8,10 +8,10 @@ from safetensors.torch import load_file
 
 from tinyllm.averaging import WeightAverage
 from tinyllm.config import TrainConfig
-from tinyllm.cpu_matmul import onednn_available
 from tinyllm.errors import ConfigError
 from tinyllm.runs import Interrupted, train
 from tinyllm.schedule import budget_progress, learning_rate
+from tinyllm.speed.onednn import onednn_available
 from tinyllm.training import Trainer, make_optimizer
 
 from .conftest import TINY_MODEL, TINY_TRAIN, Regression, regression_batches

@@ -12,14 +12,14 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from . import __version__
 from .config import TrainConfig
 from .errors import TinyLLMError, UsageError
-from .flags import add_config_flags, add_task_flags, checkpoint_every, count, length_list, read_config_file
+from .flags import CheckpointEvery, add_config_flags, add_task_flags, count, length_list
 from .model import GPTConfig
 from .sampling import SamplingParams
+from .speed import SpeedSettings
 from .tasks import TASKS
 
 
@@ -74,11 +74,12 @@ def build_parser() -> Parser:
     add_config_flags(group, TrainConfig, skip=("checkpoint_interval",))  # steps or seconds: below
     group.add_argument(
         "--checkpoint-interval",
-        type=checkpoint_every,
+        action=CheckpointEvery,
         help="checkpoint every N steps or every 90s/5m (default: at each evaluation)",
     )
     group.add_argument("--threads", type=lambda t: count(t, 1), help="CPU threads (default: PyTorch's, one per core)")
-    add_task_flags(p)
+    add_config_flags(p.add_argument_group("speed (the same maths, faster on some CPUs)"), SpeedSettings)
+    add_task_flags(p, TASKS)
 
     # sample
     p = sub.add_parser("sample", help="complete a prompt with a trained model")
@@ -137,6 +138,21 @@ def build_parser() -> Parser:
 # ---- commands ----
 
 
+NOT_SETTINGS = (
+    "command",
+    "debug",
+    "task",
+    "out",
+    "config",
+    "data",
+    "resume",
+    "overwrite",
+    "no_progress",
+    "init",
+    "threads",
+)
+
+
 def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
     from .runs import train
 
@@ -145,32 +161,11 @@ def cmd_train(args: argparse.Namespace, parser: Parser) -> int:
         import torch
 
         torch.set_num_threads(given["threads"])
-    task_cls = TASKS[args.task]
-    model_fields = {f.name: f for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"}
-    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    option_dests = {o.dest: o.flag for t in TASKS.values() for o in t.options}
-    own_options = {o.dest for o in task_cls.options}
-
-    settings: dict[str, Any] = {}
-    if "config" in given:  # the file first: flags beat it
-        settings.update(
-            read_config_file(given["config"], {**model_fields, **train_fields, **dict.fromkeys(own_options)})
-        )
-    settings.update({k: v for k, v in given.items() if k in model_fields or k in train_fields or k in option_dests})
-    if isinstance(settings.get("checkpoint_interval"), tuple):  # from the flag: steps or seconds
-        key, value = settings.pop("checkpoint_interval")
-        settings[key] = value
-    for dest, flag in option_dests.items():
-        if dest in settings and dest not in own_options:
-            owners = [t.name for t in TASKS.values() if any(o.dest == dest for o in t.options)]
-            raise UsageError(f"{flag} is an option of the {' and '.join(owners)} task, not of {args.task}")
-
     result = train(
         args.task,
         out_dir=given.get("out"),
-        task_options={k: settings.pop(k) for k in own_options if k in settings},
-        model_overrides={k: v for k, v in settings.items() if k in model_fields},
-        train_overrides={k: v for k, v in settings.items() if k in train_fields},
+        settings={key: value for key, value in given.items() if key not in NOT_SETTINGS},  # resolve.py sorts them
+        config_file=given.get("config"),
         data_path=given.get("data"),
         resume=given.get("resume", False),
         overwrite=given.get("overwrite", False),

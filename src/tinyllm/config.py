@@ -92,17 +92,6 @@ class TrainConfig:
         "float32", "autocast precision: float32, bfloat16 or float16", choices=("float32", "bfloat16", "float16")
     )
     compile: bool = setting(False, "torch.compile the model (falls back to eager with a warning)", boolean)
-    cpu_matmul: str = setting(
-        "auto",
-        "who computes float32 products on the CPU: oneDNN where it is known to pay (auto), always, or never",
-        choices=("auto", "onednn", "default"),
-    )
-    muon_dtype: str = setting(
-        "auto",
-        "precision of Muon's Newton-Schulz products: bfloat16 where the CPU has bfloat16 instructions (auto), "
-        "else float32; or always float32 / bfloat16",
-        choices=("auto", "float32", "bfloat16"),
-    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -110,8 +99,6 @@ class TrainConfig:
             raise ConfigError(f"min_lr must be in [0, lr], got {self.min_lr}")
         if self.max_iters is None and self.max_time is None:
             raise ConfigError("set max_iters or max_time (or both): training needs an end")
-        if self.cpu_matmul == "onednn" and (self.compile or self.dtype != "float32"):
-            raise ConfigError("cpu_matmul onednn is for eager float32 training (not with compile or autocast)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

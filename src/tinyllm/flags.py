@@ -1,9 +1,10 @@
 """Command-line flags made from the config dataclasses, and `--config` TOML files.
 
-Each field of `GPTConfig`, `TrainConfig` and `SamplingParams` is a `setting` (see `settings.py`);
+Each field of `GPTConfig`, `TrainConfig`, `SpeedSettings` and `SamplingParams` is a `setting` (see `settings.py`);
 `add_config_flags` turns each into a flag (`n_layer` -> `--n-layer`) whose value is parsed from the
 text and then checked by the field's own check, so the command line refuses a bad value before
-anything runs, in the dataclass's words. A TOML file's keys are the same field names.
+anything runs, in the dataclass's words. A TOML file's keys are the same field names (`resolve.py`
+reads them and merges everything).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ConfigError, UsageError
+from .errors import ConfigError
 from .settings import duration, positive_int
-from .tasks import TASKS
 
 
 def _text_parser(field: dataclasses.Field) -> Callable[[str], Any]:
@@ -77,15 +77,19 @@ def add_config_flags(group, config_class: type, skip: tuple[str, ...] = (), **ar
             group.add_argument(flag_name(field), type=flag_type(field), help=meta["help"], **argument_options)
 
 
-def checkpoint_every(text: str) -> tuple[str, float]:
-    """--checkpoint-interval: '200' -> every 200 steps; '90s', '5m' -> every so many seconds."""
-    try:
-        if text.strip().isdigit():
-            positive_int("--checkpoint-interval", int(text))
-            return ("checkpoint_interval", int(text))
-        return ("checkpoint_seconds", duration(text))
-    except (ValueError, ConfigError) as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+class CheckpointEvery(argparse.Action):
+    """--checkpoint-interval: '200' sets checkpoint_interval (every 200 steps); '90s', '5m' set
+    checkpoint_seconds (every so many seconds)."""
+
+    def __call__(self, parser, namespace, text, option_string=None) -> None:
+        try:
+            if text.strip().isdigit():
+                positive_int("--checkpoint-interval", int(text))
+                namespace.checkpoint_interval = int(text)
+            else:
+                namespace.checkpoint_seconds = duration(text)
+        except (ValueError, ConfigError) as e:
+            parser.error(f"argument --checkpoint-interval: {e}")
 
 
 def count(text: str, minimum: int) -> int:
@@ -113,15 +117,15 @@ def length_list(text: str) -> list[int]:
     return sorted(set(lengths))
 
 
-def add_task_flags(parser: argparse.ArgumentParser) -> None:
-    """Each task option's flag, once, even where several tasks share it (--no-lowercase)."""
+def add_task_flags(parser: argparse.ArgumentParser, tasks: dict[str, Any]) -> None:
+    """Each option's flag of the `tasks` (name -> class), once, even where several tasks share it (--no-lowercase)."""
     helps: dict[str, dict[str, list[str]]] = {}  # flag -> help text -> the tasks that say it
-    for task in TASKS.values():
+    for task in tasks.values():
         for option in task.options:
             helps.setdefault(option.flag, {}).setdefault(option.help, []).append(task.name)
     group = parser.add_argument_group("task options")
     added = set()
-    for task in TASKS.values():
+    for task in tasks.values():
         for option in task.options:
             if option.flag in added:
                 continue
@@ -135,37 +139,3 @@ def add_task_flags(parser: argparse.ArgumentParser) -> None:
                 group.add_argument(
                     option.flag, dest=option.dest, type=option.type, choices=option.choices, help=help_text
                 )
-
-
-# ---- --config FILE ----
-
-
-def read_toml(path: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as f:
-            values = tomllib.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{path} is not valid TOML: {e}") from None
-    return {key.replace("-", "_"): value for key, value in values.items()}
-
-
-def read_config_file(path: str, allowed: dict[str, dataclasses.Field | None]) -> dict[str, Any]:
-    """A --config TOML file's settings; a string where a field parses text (max_time = "2m") is parsed."""
-    values = read_toml(path)
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise UsageError(f"{path}: unknown keys: {', '.join(unknown)}")
-    for key, value in values.items():
-        field = allowed[key]
-        if field is not None and isinstance(value, str) and field.metadata.get("parse"):
-            try:
-                values[key] = field.metadata["parse"](value)
-            except ValueError as e:
-                raise UsageError(f"{path}: {key}: {e}") from None
-    return values

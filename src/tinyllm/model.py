@@ -25,7 +25,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
-from .gelu import GELU
 from .positions import POSITIONS, abacus_positions, random_offsets
 from .settings import boolean, check_fields, fraction, from_dict, positive_int, setting
 
@@ -138,7 +137,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = GELU()  # GPT-2 used the tanh approximation (gelu.py: fast to train on a CPU)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU: the tanh approximation
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = dropout_layer(config.dropout)
 

@@ -18,12 +18,9 @@ matrix is three matrices to Muon, each orthogonalised on its own (`fused_pieces`
 own (`POLAR_EXPRESS`, Amsel et al. 2025) instead of one quintic five times, and every row of the
 orthogonalised update is rescaled by a running average of its own size (`normalize_rows`, NorMuon,
 Li et al. 2025). `Muon(polynomials=QUINTIC, row_beta=None)` is PyTorch's update (tested). Also:
-fused matrices in their parts, a rate of its own (`--muon-lr-scale`) and a choice of precision for
-the Newton-Schulz products (`--muon-dtype`). PyTorch's runs them in bfloat16, which a CPU without
-bfloat16 instructions emulates -- about 700 ms per optimizer step for the Shakespeare model on this
-project's Zen 3 EPYC, against 2 ms for AdamW -- so `auto` uses bfloat16 only where the CPU has those
-instructions (AVX-512 BF16, as on AMD Zen 4, or AMX), where it is faster than float32, and float32
-everywhere else (a test checks that the two agree to bfloat16's precision).
+fused matrices in their parts and a rate of its own (`--muon-lr-scale`). The Newton-Schulz products
+run in float32 (`ns_dtype`); PyTorch's run in bfloat16, which `speed/muon_precision.py` chooses
+where the CPU multiplies bfloat16 natively.
 """
 
 from __future__ import annotations
@@ -36,7 +33,6 @@ import torch
 import torch.nn as nn
 
 from .config import TrainConfig
-from .cpu_matmul import CpuInfo, this_cpu
 
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)  # the quintic's coefficients (Jordan et al.; PyTorch's defaults)
 
@@ -133,7 +129,7 @@ class Muon(torch.optim.Optimizer):
         row_beta: float | None = 0.95,
     ):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps))
-        self.ns_dtype = ns_dtype  # the Newton-Schulz products' precision (not saved: chosen again on resume)
+        self.ns_dtype = ns_dtype  # the Newton-Schulz products' precision (not saved: speed/ chooses it again)
         self.polynomials = polynomials
         self.row_beta = row_beta  # NorMuon's running average of row sizes (None: not used)
         # parameters that are several matrices stacked row-wise, and how many (GPT-2's fused query, key and
@@ -220,18 +216,7 @@ def make_optimizers(model: nn.Module, config: TrainConfig, device: torch.device)
         hidden,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        ns_dtype=newton_schulz_dtype(config, device),
         pieces=fused_pieces(model),
         lr_scale=config.muon_lr_scale,
     )
     return [make_optimizer(model, config, device, params=rest), muon]
-
-
-def newton_schulz_dtype(config: TrainConfig, device: torch.device, cpu: CpuInfo | None = None) -> torch.dtype:
-    """The precision of Muon's Newton-Schulz products that `config.muon_dtype` asks for. `auto`:
-    bfloat16 on a CPU with bfloat16 instructions (`cpu`, default this one), float32 elsewhere
-    (GPUs included: not yet measured there)."""
-    if config.muon_dtype != "auto":
-        return getattr(torch, config.muon_dtype)
-    cpu = this_cpu() if cpu is None else cpu
-    return torch.bfloat16 if device.type == "cpu" and cpu.has_bfloat16_products else torch.float32

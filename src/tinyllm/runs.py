@@ -2,7 +2,7 @@
 
 `train()` is the whole story in named steps, in the order they run:
 
-1. `resolve_settings`: the task's defaults, then the caller's (or, to resume, the run's own);
+1. `resolve`: the task's defaults, a TOML file, then the caller's (or, to resume, the run's own);
 2. `task.prepare`: data and tokenizer;
 3. the model: `task.build_model(config)`, a GPT inside the task's model (which owns the loss);
 4. `process_group` and `Runtime`: device, precision, processes;
@@ -22,14 +22,15 @@ from typing import Any
 
 import torch
 
+from .averaging import average_weights
 from .checkpoint import load_model_tensors, load_tensors, read_json
-from .config import TrainConfig
 from .errors import TinyLLMError, UsageError
 from .model import GPTConfig
 from .plots import plot_run
+from .resolve import Settings, resolve
 from .rundir import RunDirectory, check_new_run
 from .runtime import Runtime, process_group
-from .tasks import Task, get_task
+from .tasks import Task
 from .tokenizer import tokenizer_from_dict
 from .training import Trainer
 
@@ -54,44 +55,7 @@ class TrainResult:
     best_test_loss: float | None
 
 
-@dataclass
-class Settings:
-    """Everything a training needs to know before it starts: the task and both configs."""
-
-    task: Task
-    model: dict[str, Any]  # GPTConfig fields; the vocabulary's size comes from the tokenizer
-    train: TrainConfig
-    tokenizer: Any = None  # the run's own tokenizer, when resuming
-
-
-def resolve_settings(
-    task_name: str,
-    run: RunDirectory,
-    resume: bool,
-    task_options: dict[str, Any],
-    model_overrides: dict[str, Any],
-    train_overrides: dict[str, Any],
-) -> Settings:
-    """A new run: the task's defaults, overridden by the caller. A resumed run: its saved configs
-    (training settings may change, the model's shape may not)."""
-    if not resume:
-        task_class = get_task(task_name)
-        shared = {key: model_overrides[key] for key in task_class.reads_model_fields if key in model_overrides}
-        task = task_class(**task_options, **shared)
-        train_config = TrainConfig.from_dict({**task.train_defaults, **train_overrides})
-        return Settings(task, {**task.model_defaults, **model_overrides}, train_config)
-    saved = run.read_config()
-    if saved["task"] != task_name:
-        raise UsageError(f"{run.path} is a run of task {saved['task']!r}, not {task_name!r}")
-    for key, value in model_overrides.items():
-        if saved["model"].get(key) != value:
-            raise UsageError(f"cannot change {key} when resuming (the run has {saved['model'].get(key)})")
-    task = get_task(task_name)(**saved["task_options"])
-    train_config = TrainConfig.from_dict({**saved["train"], **train_overrides})
-    return Settings(task, saved["model"], train_config, tokenizer_from_dict(run.read_tokenizer()))
-
-
-def start_from(init: str | os.PathLike, settings: Settings, resume: bool, model_overrides: dict[str, Any]):
+def start_from(init: str | os.PathLike, settings: Settings, resume: bool, given: dict[str, Any]):
     """--init: take the model's shape and tokenizer from a run or a Hugging Face folder; return its weights."""
     from .hf import read_hf_folder
 
@@ -108,6 +72,7 @@ def start_from(init: str | os.PathLike, settings: Settings, resume: bool, model_
     else:
         config, tensors, tokenizer = read_hf_folder(init)
     shape = config.to_dict()
+    model_overrides = {key: value for key, value in given.items() if key in shape and key != "vocab_size"}
     for key, value in model_overrides.items():
         if key != "dropout" and shape.get(key) != value:
             raise UsageError(f"cannot change {key} of an --init model (it has {shape.get(key)})")
@@ -120,6 +85,8 @@ def train(
     task_name: str,
     *,
     out_dir: str | os.PathLike | None = None,
+    settings: dict[str, Any] | None = None,
+    config_file: str | None = None,
     task_options: dict[str, Any] | None = None,
     model_overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
@@ -132,20 +99,22 @@ def train(
 ) -> TrainResult:
     """Train task `task_name` into `out_dir` (default runs/TASK). Returns where it ended.
 
-    `init`: a run directory or a Hugging Face GPT-2 folder to start from (its weights and tokenizer)."""
+    `settings`: any setting by its name (`n_layer`, `max_time`, `lowercase`, ...), over `config_file`
+    (TOML) over the task's defaults (`resolve.py`); `task_options`, `model_overrides` and
+    `train_overrides` are the same, grouped. `init`: a run directory or a Hugging Face GPT-2 folder to
+    start from (its weights and tokenizer)."""
     run = RunDirectory(out_dir if out_dir is not None else Path("runs") / task_name)
     # 1. settings
-    settings = resolve_settings(
-        task_name, run, resume, dict(task_options or {}), dict(model_overrides or {}), dict(train_overrides or {})
-    )
+    given = {**(task_options or {}), **(model_overrides or {}), **(train_overrides or {}), **(settings or {})}
+    resolved = resolve(task_name, given, config_file=config_file, resume_from=run if resume else None)
     initial_weights = None
     if init is not None:
-        initial_weights = start_from(init, settings, resume, dict(model_overrides or {}))
-    task, train_config = settings.task, settings.train
+        initial_weights = start_from(init, resolved, resume, given)
+    task, train_config = resolved.task, resolved.train
     # 2. data and tokenizer
-    task.prepare(data_path, tokenizer=settings.tokenizer)
+    task.prepare(data_path, tokenizer=resolved.tokenizer)
     # a new run's vocabulary is its tokenizer's; a resumed or --init model keeps its own (GPT-2s pad theirs)
-    model_config = GPTConfig.from_dict({"vocab_size": task.tokenizer.vocab_size, **settings.model})
+    model_config = GPTConfig.from_dict({"vocab_size": task.tokenizer.vocab_size, **resolved.model})
     task.adopt(model_config)
     task.check_config(model_config)
     # 3. the model: the same seed gives the same initial weights
@@ -155,7 +124,7 @@ def train(
         load_model_tensors(model.gpt, initial_weights, Path(init))
     # 4. the runtime, for the whole life of the process group
     with process_group(train_config.device) as dist:
-        runtime = Runtime(train_config, dist)
+        runtime = Runtime(train_config, dist, resolved.speed)
         # 5. the trainer, and the run directory listening to it
         trainer = Trainer(
             model,
@@ -163,12 +132,12 @@ def train(
             train_config,
             runtime=runtime,
             task_metrics=task.metrics,
-            rows=train_config.batch_size * model_config.block_size,
         )
+        average_weights(trainer)  # --ema-decay: end on the average of the last steps' weights
         if dist.is_main:  # in a torchrun job only rank 0 writes; every rank reads the checkpoint
             run.lock()
         try:
-            resumed = _prepare_directory(run, trainer, settings, model_config, resume, overwrite, dist.is_main, log)
+            resumed = _prepare_directory(run, trainer, resolved, model_config, resume, overwrite, dist.is_main, log)
             if dist.is_main:
                 _write_run_as_it_trains(run, trainer, task, model_config.block_size)
                 log(_describe(task_name, model, model_config, train_config, trainer, resumed_at=resumed))
@@ -199,6 +168,7 @@ def _prepare_directory(run, trainer, settings, model_config, resume, overwrite, 
             "task_options": task.task_options,
             "model": model_config.to_dict(),
             "train": settings.train.to_dict(),
+            "speed": settings.speed.to_dict(),
         }
         try:
             run.write_config(config, task.tokenizer.to_json())
@@ -241,8 +211,6 @@ def _write_run_as_it_trains(run: RunDirectory, trainer: Trainer, task: Task, blo
 def _describe(task_name, model, model_config, train_config, trainer, resumed_at) -> str:
     """The one line printed as training starts."""
     optimizer = train_config.optimizer
-    if len(trainer.optimizers) > 1:  # Muon for the hidden matrices: say in which precision it orthogonalises
-        optimizer += f" (Newton-Schulz in {str(trainer.optimizers[1].ns_dtype).removeprefix('torch.')})"
     budget = []
     if train_config.max_iters:
         budget.append(f"{train_config.max_iters} iterations")

@@ -14,10 +14,8 @@ loop (`training.py`) as plain as nanoGPT's: the loop asks the runtime for the de
   DistributedDataParallel, which averages gradients across ranks.
 - **Compiling**: `--compile` runs the loss through `torch.compile`; if the compiler fails (no C++
   compiler, an unsupported op) `CompiledOrEager` warns once and goes on eagerly.
-- **CPU products**: float32 training on the CPU may route its Linear products through oneDNN
-  (`cpu_matmul.py`), by a fixed rule of the CPU and the product's size.
-- **CPU memory**: training on the CPU asks the C library's malloc to keep freed blocks for the
-  next step instead of returning them to the system (`cpu_memory.py`: page faults cost 3-14% of a step).
+- **Speed tricks**: `speed_up` makes the one call to the `speed` package, which computes the same
+  maths faster where the machine allows (a first read can skip it).
 """
 
 from __future__ import annotations
@@ -31,9 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from . import speed
 from .config import TrainConfig
-from .cpu_matmul import onednn_available, use_onednn_linear, use_onednn_where_it_pays
-from .cpu_memory import keep_freed_memory
 from .errors import ConfigError, TinyLLMError, warn_compile_failed
 
 Batch = tuple[torch.Tensor, ...]
@@ -141,8 +138,12 @@ class CompiledOrEager:
 class Runtime:
     """The device, precision, processes and compiler of one training process."""
 
-    def __init__(self, config: TrainConfig, dist: Distributed | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, dist: Distributed | None = None, speed_settings: speed.SpeedSettings | None = None
+    ) -> None:
         self.config = config
+        self.speed_settings = speed_settings or speed.SpeedSettings()
+        self.speed_settings.check(config.dtype, config.compile)
         self.dist = dist or Distributed()
         self.device = resolve_device(config.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -150,8 +151,6 @@ class Runtime:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # see the module docstring
             torch.backends.cudnn.allow_tf32 = True
-        if self.device.type == "cpu":
-            keep_freed_memory()  # see the module docstring
         dtype = getattr(torch, config.dtype)
         if dtype == torch.float16 and self.device.type == "cpu":
             raise ConfigError("float16 training needs a GPU; on the CPU use --dtype bfloat16")
@@ -159,23 +158,23 @@ class Runtime:
             torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
-        self.matmul = "default"  # who computes float32 CPU products: "default" or "onednn"
+        self.speedups: list[str] = []  # what `speed.apply` did, in words
 
-    def place(self, model: nn.Module, rows: int | None = None) -> nn.Module:
-        """Move `model` to the device and choose its CPU products for `rows` tokens per micro-batch
-        (None: unknown, keep PyTorch's unless --cpu-matmul onednn)."""
-        model = model.to(self.device)
-        config = self.config
-        if self.device.type != "cpu" or config.dtype != "float32" or config.compile:
-            return model
-        if config.cpu_matmul == "onednn":
-            if not onednn_available():
-                raise ConfigError("cpu_matmul onednn: this PyTorch build has no oneDNN")
-            use_onednn_linear(model)
-            self.matmul = "onednn"
-        elif config.cpu_matmul == "auto" and rows is not None and use_onednn_where_it_pays(model, rows):
-            self.matmul = "onednn"
-        return model
+    def place(self, model: nn.Module) -> nn.Module:
+        """Move `model` to the device."""
+        return model.to(self.device)
+
+    def speed_up(self, model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Let the `speed` package compute the placed `model` and its `optimizers` faster on this machine."""
+        self.speedups = speed.apply(
+            model,
+            optimizers,
+            self.device,
+            dtype=self.config.dtype,
+            compile=self.config.compile,
+            rows=_tokens_per_batch(model, self.config.batch_size),
+            settings=self.speed_settings,
+        )
 
     def loss_module(self, model: nn.Module) -> nn.Module | CompiledOrEager:
         """What a training step calls: the model's loss, through DDP (gradient all-reduce) and compile."""
@@ -205,8 +204,7 @@ class Runtime:
         parts = [
             f"device {self.device}" + (f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
         ]
-        if self.matmul == "onednn":
-            parts.append("float32 products by oneDNN")
+        parts += self.speedups
         if self.dist.enabled:
             parts.append(f"{self.dist.world_size} processes (DDP)")
         if self.config.dtype != "float32":
@@ -214,3 +212,9 @@ class Runtime:
         if self.config.compile:
             parts.append("compiled")
         return " | ".join(parts)
+
+
+def _tokens_per_batch(model: nn.Module, batch_size: int) -> int | None:
+    """Tokens in a micro-batch of `batch_size` sequences of the model's context (None: not a GPT)."""
+    configs = [m.config for m in model.modules() if hasattr(getattr(m, "config", None), "block_size")]
+    return batch_size * configs[0].block_size if configs else None

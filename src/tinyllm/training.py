@@ -10,12 +10,13 @@ regression model in the tests. Read it in the order it runs:
 4. `Trainer.evaluate`: the mean loss of each split on fixed batches (`mean_loss`), plus the task's
    own metrics.
 5. `Trainer.run`: step until the budget is spent or Ctrl-C; evaluate every `eval_interval` steps;
-   say when a checkpoint is due; with `--ema-decay`, end on the weights' average (`averaging.py`).
+   say when a checkpoint is due.
 6. `Trainer.state_dict`: what resuming needs (the run directory decides how it is stored).
 
-What happens around the loop -- writing metrics, saving checkpoints, drawing plots -- is not the
-loop's business: it triggers named events (minGPT's `add_callback` / `trigger_callbacks`) and
-whoever listens does the rest. The device, precision, processes and compiler come from a
+What happens around the loop -- writing metrics, saving checkpoints, drawing plots, averaging the
+weights (`averaging.py`) -- is not the loop's business: it triggers named events (minGPT's
+`add_callback` / `trigger_callbacks`) and whoever listens does the rest. A listener with state of
+its own to resume registers it with `add_state`. The device, precision, processes and compiler come from a
 `Runtime` (`runtime.py`).
 """
 
@@ -33,7 +34,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .averaging import WeightAverage
 from .config import TrainConfig
 from .errors import TinyLLMError
 from .optim import make_optimizer, make_optimizers
@@ -43,7 +43,7 @@ from .schedule import budget_progress, learning_rate
 __all__ = ["Trainer", "make_optimizer", "mean_loss"]
 
 GetBatch = Callable[[str, torch.Generator], Batch]  # (split, generator) -> a batch on the CPU
-EVENTS = ("step", "eval", "checkpoint")  # what a callback can listen to
+EVENTS = ("update", "step", "eval", "checkpoint")  # what a callback can listen to
 
 
 @torch.no_grad()
@@ -77,6 +77,8 @@ class Trainer:
     """Trains `model` (any module with `.loss(batch)`) on batches from `get_batch(split, generator)`.
 
     Events (`add_callback(event, fn)`; every callback gets the trainer first):
+      "update"     fn(trainer, final)    right after every optimizer step, before any evaluation;
+                                         `final` is True after the run's last step (not on Ctrl-C)
       "step"       fn(trainer, record)   after every optimizer step, with that step's metrics
       "eval"       fn(trainer, record)   after each evaluation (the record then holds test_loss, ...)
       "checkpoint" fn(trainer, is_best)  when a checkpoint is due: after each evaluation, every
@@ -93,22 +95,20 @@ class Trainer:
         *,
         runtime: Runtime | None = None,
         task_metrics: Callable[[nn.Module, torch.device], dict[str, float]] | None = None,
-        rows: int | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime or Runtime(config)
-        self.model = self.runtime.place(model, rows)  # `rows`: tokens per micro-batch, for the CPU matmul rule
+        self.model = self.runtime.place(model)
+        self.optimizers = make_optimizers(self.model, config, self.runtime.device)  # [AdamW] or [AdamW, Muon]
+        self.runtime.speed_up(self.model, self.optimizers)  # the same maths, faster on some machines (speed/)
         self.loss_module = self.runtime.loss_module(self.model)
         self.get_batch = get_batch
         self.task_metrics = task_metrics
-        self.optimizers = make_optimizers(self.model, config, self.runtime.device)  # [AdamW] or [AdamW, Muon]
         self.params = list(self.model.parameters())  # listed once, not walked through the modules each step
-        self.weight_average = None  # --ema-decay: the weights' running average over the final decay
-        if config.ema_decay:
-            self.weight_average = WeightAverage(self.params, config.ema_decay, start=1 - config.decay_fraction)
         # each rank of a distributed run draws its own batches
         self.batch_generator = torch.Generator().manual_seed(config.seed + self.runtime.dist.rank)
         self.callbacks: dict[str, list[Callable[..., None]]] = defaultdict(list)
+        self.listener_states: dict[str, Any] = {}  # name -> a listener with state_dict() / load_state_dict()
         self.iter = 0  # optimizer steps taken
         self.elapsed = 0.0  # seconds of training so far (survives a resume)
         self.best_test_loss = math.inf
@@ -128,6 +128,10 @@ class Trainer:
     def trigger_callbacks(self, event: str, *args: Any) -> None:
         for callback in self.callbacks[event]:
             callback(self, *args)
+
+    def add_state(self, name: str, listener: Any) -> None:
+        """Keep `listener.state_dict()` in the resume state under `name`, and give it back on resume."""
+        self.listener_states[name] = listener
 
     # ---- the learning-rate schedule (schedule.py) ----
 
@@ -226,8 +230,7 @@ class Trainer:
                 self.elapsed = time.perf_counter() - start
                 record["elapsed_s"] = round(self.elapsed, 3)
                 stop = self.agree_to_stop()
-                if self.weight_average is not None:  # fold these weights in; at the end, use the average
-                    self.weight_average.after_step(self.progress(), self.iter, end=stop and not self.interrupted)
+                self.trigger_callbacks("update", stop and not self.interrupted)
                 evaluating = self.iter % self.config.eval_interval == 0 or (stop and not self.interrupted)
                 is_best = False
                 if evaluating:
@@ -265,7 +268,7 @@ class Trainer:
             "iter": self.iter,
             "elapsed_s": self.elapsed,
             "best_test_loss": self.best_test_loss if math.isfinite(self.best_test_loss) else None,
-            "weight_average": self.weight_average.state_dict() if self.weight_average is not None else None,
+            **{name: listener.state_dict() for name, listener in self.listener_states.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -283,8 +286,8 @@ class Trainer:
         self.elapsed = float(state["elapsed_s"])
         best = state.get("best_test_loss")
         self.best_test_loss = math.inf if best is None else float(best)
-        if self.weight_average is not None:
-            self.weight_average.load_state_dict(state.get("weight_average"))
+        for name, listener in self.listener_states.items():
+            listener.load_state_dict(state.get(name))
 
 
 class ProgressBar:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, UsageError
-from ..model import GPTConfig
+from ..model import GPT, GPTConfig
 from ..sampling import SamplingParams, generate
 from ..settings import int_range
 from ..tokenizer import CharTokenizer
@@ -72,6 +72,7 @@ def operands(text: str, longest: int, positions: str) -> tuple[str, str]:
 
 class Addition(Task):
     name = "addition"
+    example_prompt = "1234+5678="  # the page's first prompt
     description = "add two numbers of up to 10 digits (answer-only loss; --positions abacus: longer numbers too)"
     options = (
         TaskOption("--digits", "digits", "largest operand length in training (default 10)", type=int),
@@ -256,6 +257,17 @@ class Addition(Task):
             a, b = problems_of_length(length, problems)
             result[length] = same_digits(self.written(model, a, b, device), add_digits(a, b)).float().mean().item()
         return result
+
+    def page_views(self, gpt: GPT, device: torch.device, problems: int = 500) -> list[dict[str, Any]]:
+        """How often each answer digit (least significant first) is right, on random problems whose
+        operands have the most digits the run was trained on: the units digit is learned first."""
+        a, b = problems_of_length(self.digits, problems)
+        truth = add_digits(a, b)
+        accuracy = (self.written(gpt, a, b, device)[:, : truth.shape[1]] == truth).float().mean(0)
+        title = "accuracy of each answer digit (least significant first)"
+        return [
+            {"name": "digit_accuracy", "title": title, "x": list(range(1, truth.shape[1] + 1)), "y": accuracy.tolist()}
+        ]
 
     # ---------------------------------------------------------------- prompts
 

@@ -116,6 +116,11 @@ class Task:
         """
         return {}
 
+    def page_views(self, gpt: GPT, device: torch.device) -> list[dict[str, Any]]:
+        """The task's own pictures on `tinyllm serve`'s page, beside the embeddings: bar charts
+        `{"name", "title", "x": [...], "y": [...]}`. None by default."""
+        return []
+
     def epochs(self, tokens_seen: int) -> float | None:
         """Passes over the training data after `tokens_seen` tokens (None: the task draws fresh problems)."""
         return None
@@ -136,6 +141,7 @@ class Task:
         return self.default_max_new_tokens
 
     default_max_new_tokens: int = 500
+    example_prompt: ClassVar[str] = ""  # what the page's prompt box starts with
     # True when a plain tokenizer reads the task's prompts (text, shakespeare): `tinyllm export` can
     # then write a Hugging Face model folder of the run
     exports_to_hf: ClassVar[bool] = False

@@ -18,17 +18,20 @@ Each number is one token (a `SymbolTokenizer` of "0".."96", "+", "="). The model
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError, UsageError
-from ..model import GPTConfig
+from ..inspection import fourier_norms
+from ..model import GPT, GPTConfig
 from ..tokenizer import SymbolTokenizer
 from .base import Batch, Task, TaskModel, TaskOption, score_last
 
 
 class ModularAddition(Task):
     name = "modadd"
+    example_prompt = "12+34="  # the page's first prompt
     description = "(a + b) mod 97, the grokking experiment: memorise first, generalise much later"
     options = (
         TaskOption(
@@ -104,6 +107,13 @@ class ModularAddition(Task):
             predicted = model.gpt(seq[:, :4])[:, -1].argmax(-1)
             result[key] = (predicted == seq[:, 4]).float().mean().item()
         return result
+
+    @torch.no_grad()
+    def page_views(self, gpt: GPT, device: torch.device) -> list[dict[str, Any]]:
+        """The number embeddings' Fourier spectrum: flat while memorising, a few tall bars once grokked."""
+        norms = fourier_norms(gpt.transformer.wte.weight.detach().cpu()[: self.P])
+        title = "number embeddings: norm per Fourier frequency"
+        return [{"name": "fourier", "title": title, "x": list(range(self.P // 2 + 1)), "y": norms.tolist()}]
 
     def encode_prompt(self, text: str) -> list[int]:
         match = re.fullmatch(r"\s*(\d+)\s*\+\s*(\d+)\s*=\s*", text)

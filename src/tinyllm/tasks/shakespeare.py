@@ -16,6 +16,7 @@ from .text import LOWERCASE_OPTIONS, TRAIN_FRACTION, Text
 
 class Shakespeare(Text):
     name = "shakespeare"
+    example_prompt = "to be"  # the page's first prompt
     description = "character-level tiny Shakespeare (3 blocks, 256 characters of context, lowercase)"
     options = (*LOWERCASE_OPTIONS, TRAIN_FRACTION)
     # Chosen by measurement: the best test loss in 5 minutes on a 2-core laptop CPU. Narrower and

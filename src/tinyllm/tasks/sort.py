@@ -24,6 +24,7 @@ EQUALS = 10  # token id of '='; digits are their own ids
 
 class Sort(Task):
     name = "sort"
+    example_prompt = "3141592653="  # the page's first prompt
     description = "sort a list of digits (loss on the sorted output only; exact-match accuracy)"
     options = (TaskOption("--length", "length", "digits per list (default 10)", type=int),)
     continues_text = False

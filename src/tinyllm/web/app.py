@@ -4,7 +4,7 @@
     GET  /api/runs/NAME/metrics?since=N the run's metrics.jsonl records after iteration N
     POST /api/runs/NAME/generate        sampler settings -> tokens as server-sent events
     POST /api/runs/NAME/inspect         {"prompt"} -> tokens, attention, logit lens, sampler stages
-    GET  /api/runs/NAME/embeddings      token embeddings in 2-D (+ modadd's Fourier view, addition's digits)
+    GET  /api/runs/NAME/embeddings      token embeddings in 2-D (+ the task's own views)
     GET  /                              the page (static files shipped in the package)
 
 Every mistake is a 4xx with a JSON body `{"error": "..."}` (422 for a malformed request); the model

@@ -25,13 +25,6 @@ from ..rundir import RunDirectory
 from ..tasks import TASKS, Task
 
 LOADED_RUNS = 4  # models kept in memory at once (least recently used dropped first)
-EXAMPLE_PROMPTS = {
-    "shakespeare": "to be",
-    "text": "The ",
-    "addition": "1234+5678=",
-    "sort": "3141592653=",
-    "modadd": "12+34=",
-}
 
 
 class RunNotFound(TinyLLMError):
@@ -87,7 +80,7 @@ class RunLibrary:
             "training": bool(records) and time.time() - modified < 30,  # written in the last 30 s
             "has_weights": (run.path / "model.safetensors").exists(),
             "continues_text": task.continues_text,  # the page shows the prompt before the completion
-            "example_prompt": EXAMPLE_PROMPTS.get(config["task"], ""),
+            "example_prompt": task.example_prompt,
         }
 
     def metrics(self, name: str, since: int = 0) -> list[dict[str, Any]]:

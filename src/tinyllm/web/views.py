@@ -1,7 +1,7 @@
 """The numbers behind each view of the page, as JSON-ready dicts (the page draws exactly these).
 
 - `inspect_prompt`: tokens, every head's attention, the logit lens and the sampler's stages.
-- `embeddings`: the token embeddings in 2-D; modadd's Fourier spectrum; addition's accuracy per digit.
+- `embeddings`: the token embeddings in 2-D, and the task's own views (`Task.page_views`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from ..errors import UsageError
 from ..inference import Run
-from ..inspection import STAGES, fourier_norms, logit_lens, pca_2d, sampler_stages, trace
+from ..inspection import STAGES, logit_lens, pca_2d, sampler_stages, trace
 from ..sampling import SamplingParams
 
 CANDIDATES = 12  # next-token candidates shown per position
@@ -80,24 +80,7 @@ def embeddings(run: Run) -> dict[str, Any]:
         "labels": token_texts(run, list(range(vocab))),
         "points": _r(pca_2d(wte[:vocab]), 3),
     }
-    if run.task.name == "modadd":
-        P = run.task.P
-        result["fourier"] = {"frequencies": list(range(P // 2 + 1)), "norms": _r(fourier_norms(wte[:P]), 4)}
-    if run.task.name == "addition":
-        result["digit_accuracy"] = _addition_digit_accuracy(run)
+    result["views"] = [
+        {**view, "y": _r(torch.tensor(view["y"]), 4)} for view in run.task.page_views(run.model, run.device)
+    ]
     return result
-
-
-def _addition_digit_accuracy(run: Run, problems: int = 500) -> dict[str, Any]:
-    """How often each answer digit (least significant first) is right, on random problems whose
-    operands have the most digits the run was trained on."""
-    from ..tasks.addition_problems import add_digits, problems_of_length
-
-    task = run.task
-    a, b = problems_of_length(task.digits, problems)
-    written = task.written(run.model, a, b, run.device)
-    truth = add_digits(a, b)
-    return {
-        "positions": list(range(1, truth.shape[1] + 1)),
-        "accuracy": _r((written[:, : truth.shape[1]] == truth).float().mean(0), 4),
-    }

@@ -279,8 +279,7 @@ async function loadEmbeddings() {
     const data = await api(`/api/runs/${encodeURIComponent(name)}/embeddings`);
     if (name !== state.run) return;
     const views = [scatter("token embeddings (PCA, 2-D)", data.labels, data.points)];
-    if (data.fourier) views.push(bars("number embeddings: norm per Fourier frequency", data.fourier.frequencies, data.fourier.norms));
-    if (data.digit_accuracy) views.push(bars("accuracy of each answer digit (least significant first)", data.digit_accuracy.positions, data.digit_accuracy.accuracy));
+    for (const view of data.views) views.push(bars(view.title, view.x, view.y));  // the task's own (Task.page_views)
     $("#embedding-views").replaceChildren(...views);
     $("#embeddings").hidden = false;
   } catch (e) { showError(e.message); }

@@ -1,10 +1,10 @@
-"""GPT-2's GELU through a sigmoid (gelu.py): the same function and derivative as PyTorch's tanh form."""
+"""GPT-2's GELU through a sigmoid (speed/gelu.py): the same function and derivative as PyTorch's tanh form."""
 
 import torch
 import torch.nn.functional as F
 
 from tinyllm import GPT, GPTConfig
-from tinyllm.gelu import GELU, SigmoidGELU
+from tinyllm.speed.gelu import CpuTrainingGELU, SigmoidGELU, use_sigmoid_gelu
 
 
 def inputs(dtype=torch.float32):
@@ -37,7 +37,7 @@ def test_derivative_is_exact_in_float64():
 
 
 def test_module_uses_the_sigmoid_form_only_to_train_on_a_cpu():
-    gelu = GELU()
+    gelu = CpuTrainingGELU(approximate="tanh")
     x = inputs().requires_grad_()
     assert gelu(x).grad_fn.name() == "SigmoidGELUBackward"
     with torch.no_grad():  # sampling and evaluation: PyTorch's own kernel, bit for bit
@@ -47,9 +47,19 @@ def test_module_uses_the_sigmoid_form_only_to_train_on_a_cpu():
     assert gelu(half).grad_fn.name() == "GeluBackward0"
 
 
+def test_the_model_is_plain_gpt2_until_the_speed_package_swaps_its_gelus():
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=11))
+    assert all(type(m) is torch.nn.GELU for m in model.modules() if isinstance(m, torch.nn.GELU))
+    before = model.state_dict()
+    assert use_sigmoid_gelu(model) == 2  # one per block
+    assert all(type(b.mlp.gelu) is CpuTrainingGELU for b in model.transformer.h)
+    assert model.state_dict().keys() == before.keys()
+
+
 def test_a_training_step_matches_pytorchs_gelu():
     torch.manual_seed(1)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=11))
+    use_sigmoid_gelu(model)
     tokens = torch.randint(11, (4, 16))
     logits = model(tokens)
     logits.square().mean().backward()

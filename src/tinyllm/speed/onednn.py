@@ -18,7 +18,7 @@ go through oneDNN (`torch.ops.mkldnn._linear_pointwise`, a private op of PyTorch
 `use_onednn_linear(model)` turns a model's Linear layers into it, keeping the same parameters (so
 weight tying holds) and the same state_dict. With `--cpu-matmul auto` the runtime does this when
 `onednn_pays(rows, in, out, cpu)` says so, a fixed rule: the CPU is one of the kind where it was
-measured to pay (`CpuInfo.onednn_is_faster`) and the model's largest product is big enough (on
+measured to pay (`cpu.CpuInfo.onednn_is_faster`) and the model's largest product is big enough (on
 small ones oneDNN's fixed cost per call wins: a 256x32x128 product ran at 0.6x). No timing decides
 it, so a run makes the same choice every time on a machine, and a resumed run computes like the
 original. `--cpu-matmul onednn` or `default` overrides the rule; `benchmarks/train_speed.py`
@@ -27,14 +27,13 @@ measures both on your machine.
 
 from __future__ import annotations
 
-import functools
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .cpu import CpuInfo, this_cpu
 
 
 def onednn_available() -> bool:
@@ -145,44 +144,6 @@ def onednn_speedup(rows: int, in_features: int, out_features: int, repeats: int 
                 times[name].append(time.perf_counter() - t0)
     # the fastest of the repeats: noise from the rest of the machine only ever adds time
     return min(times["default"]) / min(times["onednn"])
-
-
-@dataclass(frozen=True)
-class CpuInfo:
-    """What the rule needs to know of a processor: its vendor, family (AMD: 25 is Zen 3/4, 26 is
-    Zen 5) and feature flags, as /proc/cpuinfo lists them."""
-
-    vendor: str = ""
-    family: int = 0
-    flags: frozenset[str] = frozenset()
-
-    @property
-    def onednn_is_faster(self) -> bool:
-        """AMD Zen 5 or newer with AVX-512: where oneDNN's float32 kernels were measured to beat MKL's."""
-        return self.vendor == "AuthenticAMD" and self.family >= 26 and "avx512f" in self.flags
-
-    @property
-    def has_bfloat16_products(self) -> bool:
-        """Whether the CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX; AMD from Zen 4): without
-        these instructions PyTorch emulates bfloat16 products, many times slower than float32's."""
-        return bool({"avx512_bf16", "amx_bf16"} & self.flags)
-
-
-@functools.cache
-def this_cpu() -> CpuInfo:
-    """This machine's `CpuInfo`, read from /proc/cpuinfo (an empty one where there is none: macOS, Windows)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return CpuInfo()
-    info: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
-    family = info.get("cpu family", "0")
-    return CpuInfo(
-        info.get("vendor_id", ""), int(family) if family.isdigit() else 0, frozenset(info.get("flags", "").split())
-    )
 
 
 MIN_MULTIPLY_ADDS = 2**24  # rows x in x out of the model's largest product; below it, keep the default

@@ -22,10 +22,12 @@ PyTorch's GELU, which keeps x only (a quarter more activation memory for the mod
 agree with PyTorch's to float32 rounding (tests). Alone, on one layer's activations, it takes about
 half the time of PyTorch's kernel; inside a training step, where its extra passes over memory cost
 more, about two thirds, which makes a step of the Shakespeare model about 4% faster.
-`GELU` uses it only where it pays, to train on a CPU; for sampling and evaluation (no gradients:
-PyTorch's kernel is one pass, and single-token decoding is bound by per-call costs) and on GPUs
-(one fused kernel there) it calls PyTorch's own `F.gelu(x, approximate="tanh")`. The README gives
-the timings ("Training faster and bigger").
+`model.py` builds GPT-2's plain `nn.GELU(approximate="tanh")`. When the runtime places a model on
+the CPU, `use_sigmoid_gelu(model)` turns those modules into `CpuTrainingGELU` (a subclass: same
+module, same state_dict), which uses `SigmoidGELU` only where it pays, to train on a CPU; for
+sampling and evaluation (no gradients: PyTorch's kernel is one pass, and single-token decoding is
+bound by per-call costs) it calls PyTorch's own `F.gelu(x, approximate="tanh")`. docs/performance.md
+gives the timings.
 """
 
 from __future__ import annotations
@@ -62,11 +64,22 @@ class SigmoidGELU(torch.autograd.Function):
         return dydx.add_(s).mul_(grad)  # 4) + s, then the chain rule
 
 
-class GELU(nn.Module):
-    """GPT-2's GELU (the tanh approximation): `SigmoidGELU` to train on a CPU, PyTorch's kernel otherwise."""
+class CpuTrainingGELU(nn.GELU):
+    """`nn.GELU(approximate="tanh")` that trains through `SigmoidGELU` on a CPU, PyTorch's kernel otherwise."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         training_on_cpu = torch.is_grad_enabled() and x.requires_grad and x.device.type == "cpu"
         if training_on_cpu and x.dtype in (torch.float32, torch.float64):
             return SigmoidGELU.apply(x)
         return F.gelu(x, approximate="tanh")
+
+
+def use_sigmoid_gelu(model: nn.Module) -> int:
+    """Turn every `nn.GELU(approximate="tanh")` of `model` into a `CpuTrainingGELU`, in place; returns
+    how many. Only the class changes: GELU has no parameters, and the function is the same."""
+    count = 0
+    for module in model.modules():
+        if type(module) is nn.GELU and module.approximate == "tanh":
+            module.__class__ = CpuTrainingGELU
+            count += 1
+    return count

@@ -9,7 +9,10 @@ import torch.nn.functional as F
 
 from tinyllm import GPT, GPTConfig
 from tinyllm.config import TrainConfig
-from tinyllm.cpu_matmul import (
+from tinyllm.errors import ConfigError
+from tinyllm.runtime import Runtime
+from tinyllm.speed import SpeedSettings
+from tinyllm.speed.onednn import (
     MIN_ROWS,
     CpuInfo,
     OneDNNLinear,
@@ -20,10 +23,9 @@ from tinyllm.cpu_matmul import (
     use_onednn_linear,
     use_onednn_where_it_pays,
 )
-from tinyllm.errors import ConfigError
 from tinyllm.training import Trainer
 
-from .conftest import Regression, regression_batches
+from ..conftest import Regression, regression_batches
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN")
 
@@ -109,7 +111,7 @@ def test_the_choice_is_a_fixed_rule_of_the_cpu_and_the_shape(cpu, shape, expecte
 
 
 def test_auto_never_times_anything(monkeypatch):
-    import tinyllm.cpu_matmul as cpu_matmul
+    import tinyllm.speed.onednn as cpu_matmul
 
     def no_timing(*args, **kwargs):
         raise AssertionError("the choice must not depend on a timing")
@@ -136,8 +138,11 @@ def test_this_cpu_reads_proc_cpuinfo():
 )
 def test_trainer_applies_the_choice(cpu_matmul, expected):
     model = Regression()
-    trainer = Trainer(model, regression_batches, TrainConfig(max_iters=3, device="cpu", cpu_matmul=cpu_matmul))
-    assert trainer.runtime.matmul == expected
+    config = TrainConfig(max_iters=3, device="cpu")
+    trainer = Trainer(
+        model, regression_batches, config, runtime=Runtime(config, speed_settings=SpeedSettings(cpu_matmul))
+    )
+    assert ("float32 products by oneDNN" in trainer.runtime.speedups) == (expected == "onednn")
     assert isinstance(model.linear, OneDNNLinear) == (expected == "onednn")
     trainer.run(progress_bar=False)
     assert trainer.iter == 3
@@ -149,4 +154,5 @@ def test_trainer_applies_the_choice(cpu_matmul, expected):
 )
 def test_bad_cpu_matmul_settings(kw):
     with pytest.raises(ConfigError, match="cpu_matmul"):
-        TrainConfig(**kw)
+        settings = SpeedSettings(cpu_matmul=kw.pop("cpu_matmul"))
+        Runtime(TrainConfig(**kw), speed_settings=settings)

@@ -1,4 +1,8 @@
-"""Shared fixtures. Tests never download: they use the tiny Shakespeare copy in ../shared/data."""
+"""Shared fixtures. Tests never download and need nothing beside the clone: text comes from
+`tests/data/shakespeare_excerpt.txt`; the few tests that need the exact full corpus ask for the
+`shakespeare_path` fixture, which finds it through TINYLLM_DATA_DIR or the download cache, or skips.
+
+Under pytest-xdist each worker process computes with one thread (the workers share the cores)."""
 
 from __future__ import annotations
 
@@ -10,17 +14,32 @@ import torch
 import torch.nn as nn
 
 from tinyllm import GPT, GPTConfig
+from tinyllm.data import TINY_SHAKESPEARE, cache_dir
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHAKESPEARE_EXCERPT = str(Path(__file__).resolve().parent / "data" / "shakespeare_excerpt.txt")
 
-# Point the data lookup at the shared copy unless the caller already chose a folder.
-if "TINYLLM_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
-    os.environ["TINYLLM_DATA_DIR"] = str(SHARED_DATA)
-# absolute, so that subprocesses started in other folders find it too
-os.environ["TINYLLM_DATA_DIR"] = str(Path(os.environ.get("TINYLLM_DATA_DIR", SHARED_DATA)).resolve())
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+def _full_corpus() -> Path | None:
+    """The full tiny Shakespeare where tinyllm would look for it (TINYLLM_DATA_DIR, then the cache)."""
+    folders = [Path(os.environ["TINYLLM_DATA_DIR"])] if os.environ.get("TINYLLM_DATA_DIR") else []
+    for folder in [*folders, cache_dir()]:
+        if (folder / TINY_SHAKESPEARE.relative_path).is_file():
+            return (folder / TINY_SHAKESPEARE.relative_path).resolve()
+    return None
+
+
+FULL_CORPUS = _full_corpus()
+if FULL_CORPUS is not None:  # absolute, so that subprocesses started in other folders find it too
+    os.environ["TINYLLM_DATA_DIR"] = str(FULL_CORPUS.parents[1])
+else:  # nothing to find: a test that reached for the corpus fails at once instead of downloading
+    os.environ["TINYLLM_DATA_DIR"] = str(Path(__file__).resolve().parent / "data" / "no-full-corpus")
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # several test processes share the cores: one thread each
+    os.environ["OMP_NUM_THREADS"] = "1"  # and in the subprocesses they start
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # compile in this process: no pool of workers
 
 TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
 # the same tiny shape for tests that drive the command line
@@ -38,6 +57,8 @@ TINY_CLI_FLAGS = [
     "--eval-iters",
     "1",
     "--no-progress",
+    "--data",
+    SHAKESPEARE_EXCERPT,
 ]
 
 
@@ -87,10 +108,10 @@ TINY_TRAIN = {
 
 @pytest.fixture(scope="session")
 def shakespeare_path() -> Path:
-    path = Path(os.environ["TINYLLM_DATA_DIR"]) / "tinyshakespeare" / "input.txt"
-    if not path.is_file():
-        pytest.fail(f"tiny Shakespeare not found at {path}: set TINYLLM_DATA_DIR")
-    return path
+    """The full corpus, for the tests that need exactly it; skipped where there is none."""
+    if FULL_CORPUS is None:
+        pytest.skip("the full tiny Shakespeare is not here: set TINYLLM_DATA_DIR (e.g. ../shared/data) to run this")
+    return FULL_CORPUS
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +125,7 @@ def tiny_run(tmp_path_factory) -> Path:
         out_dir=out,
         model_overrides=TINY_MODEL,
         train_overrides=TINY_TRAIN,
+        data_path=SHAKESPEARE_EXCERPT,
         progress_bar=False,
         log=lambda *a: None,
     )

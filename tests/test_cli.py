@@ -17,7 +17,7 @@ import pytest
 
 from tinyllm.cli import main
 
-from .conftest import TINY_CLI_FLAGS
+from .conftest import SHAKESPEARE_EXCERPT, TINY_CLI_FLAGS
 
 TINY = TINY_CLI_FLAGS
 
@@ -77,7 +77,8 @@ def test_train_sample_eval_plot(tmp_path):
     assert out.startswith(prompt) and out.endswith("\n") and len(out) == len(prompt) + 40 + 1
     assert tinyllm("sample", run, "--prompt", prompt, "--max-new-tokens", 40, "--seed", 1).stdout == out
 
-    result = json.loads(tinyllm("eval", run, "--json", "--batches", 5).stdout)
+    # a run trained on a --data file is evaluated on it too (shakespeare keeps no data path)
+    result = json.loads(tinyllm("eval", run, "--json", "--batches", 5, "--data", SHAKESPEARE_EXCERPT).stdout)
     assert result["task"] == "shakespeare" and 0 < result["test_loss"] < 4.5
 
     (run / "lr.png").unlink()
@@ -112,6 +113,8 @@ def test_toml_config_and_cli_precedence(tmp_path):
         "--eval-iters",
         1,
         "--no-progress",
+        "--data",
+        SHAKESPEARE_EXCERPT,
     )
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["model"]["n_layer"] == 1  # the flag beats the file
@@ -209,6 +212,8 @@ def test_bad_invocations_are_one_clear_line(args, code, message, bad_files):
     args = [a.format(**bad_files) for a in args]
     if args[0] == "train" and "--out" not in args:
         args += ["--out", bad_files["out"]]
+    if args[0] == "train" and "--data" not in args:
+        args += ["--data", SHAKESPEARE_EXCERPT]
     proc = tinyllm(*args, check=False)
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -228,7 +233,7 @@ def test_runtime_bad_inputs(tiny_run, tmp_path):
     assert "Traceback" in proc.stderr  # --debug shows it
 
 
-def test_sample_options_stop_and_num_samples(tiny_run):
+def test_sample_options_stop_and_num_samples(tiny_run, monkeypatch):
     base = [
         "sample",
         tiny_run,
@@ -254,10 +259,20 @@ def test_sample_options_stop_and_num_samples(tiny_run):
     cut = completion.find(stop)
     assert out == "the " + completion[:cut] + "\n"  # ends just before the stop string, which is not printed
     assert tinyllm(*base, "--seed", 5, "--no-cache").stdout == free  # the cache changes nothing
-    # nor does compiling the decode step (in a subprocess, as a user runs it: compiling here would
-    # share dynamo's per-process state with test_compiled_decode.py, which counts compiled graphs)
-    compiled = tinyllm_process(*base, "--seed", 5, "--compile")
-    assert compiled.stdout == free and "warning" not in compiled.stderr, compiled.stderr
+    # --compile sends every cached one-token step through the compiled decode step (whose logits
+    # test_compiled_decode.py compares with the eager ones; here it runs eagerly, to keep this quick)
+    from tinyllm import sampling
+
+    steps = []
+
+    def counted_step(model, idx, cache):
+        steps.append(idx.shape)
+        return sampling.next_token_logits(model, idx, cache)
+
+    monkeypatch.setattr(sampling, "compiled_decode_step", counted_step)
+    assert tinyllm(*base, "--seed", 5, "--compile").stdout == free
+    # every step but the prefills (the prompt's, and each time the 32-token window jumps) is one token
+    assert len(steps) > 40 and all(shape == (1, 1) for shape in steps)
 
     many = tinyllm(*base, "--seed", 1, "--num-samples", 3).stdout
     samples = many.rstrip("\n").split("\n" + "-" * 40 + "\n")

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from tinyllm.optim import (
 )
 from tinyllm.training import Trainer
 
-from .conftest import TINY_MODEL, TINY_TRAIN, Regression, regression_batches
+from .conftest import SHAKESPEARE_EXCERPT, TINY_MODEL, TINY_TRAIN, Regression, regression_batches
 
 
 def test_muon_gets_the_hidden_matrices_and_adamw_the_rest_with_the_tied_embedding_once():
@@ -210,6 +211,7 @@ def test_muon_lr_scale_moves_the_hidden_matrices_faster_and_leaves_adamw_alone()
 def test_muon_trains_a_tiny_gpt(tmp_path):
     result = tinyllm.train(
         "shakespeare",
+        data_path=SHAKESPEARE_EXCERPT,
         out_dir=tmp_path / "r",
         model_overrides=TINY_MODEL,
         train_overrides={**TINY_TRAIN, "max_iters": 40, "optimizer": "muon", "lr": 1e-2},
@@ -262,10 +264,13 @@ def test_bad_values_are_clear_errors(kw):
 def test_resuming_with_another_optimizer_is_refused(tmp_path):
     settings = dict(model_overrides=TINY_MODEL, progress_bar=False, log=lambda *a: None)
     first = {**TINY_TRAIN, "max_iters": 4, "optimizer": "adamw"}
-    tinyllm.train("shakespeare", out_dir=tmp_path / "r", train_overrides=first, **settings)
+    tinyllm.train(
+        "shakespeare", data_path=SHAKESPEARE_EXCERPT, out_dir=tmp_path / "r", train_overrides=first, **settings
+    )
     with pytest.raises(tinyllm.TinyLLMError, match="optimizer"):
         tinyllm.train(
             "shakespeare",
+            data_path=SHAKESPEARE_EXCERPT,
             out_dir=tmp_path / "r",
             resume=True,
             train_overrides={"max_iters": 8, "optimizer": "muon"},
@@ -276,16 +281,18 @@ def test_resuming_with_another_optimizer_is_refused(tmp_path):
 def test_a_smaller_training_split_counts_epochs(tmp_path):
     result = tinyllm.train(
         "shakespeare",
+        data_path=SHAKESPEARE_EXCERPT,
         out_dir=tmp_path / "r",
-        task_options={"train_fraction": 0.001},
+        task_options={"train_fraction": 0.01},
         model_overrides=TINY_MODEL,
         train_overrides=TINY_TRAIN,
         progress_bar=False,
         log=lambda *a: None,
     )
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    train_tokens = int(int(1_115_394 * 0.9) * 0.001)  # the first 0.1% of the training split
+    characters = len(Path(SHAKESPEARE_EXCERPT).read_text(encoding="utf-8"))
+    train_tokens = int(int(characters * 0.9) * 0.01)  # the first 1% of the training split
     per_step = TINY_TRAIN["batch_size"] * TINY_MODEL["block_size"]
     assert [r["epoch"] for r in records] == [round(r["iter"] * per_step / train_tokens, 4) for r in records]
     assert records[-1]["epoch"] > 1  # several passes over the small split in 20 steps
-    assert json.loads((result.run_dir / "config.json").read_text())["task_options"]["train_fraction"] == 0.001
+    assert json.loads((result.run_dir / "config.json").read_text())["task_options"]["train_fraction"] == 0.01

@@ -13,6 +13,8 @@ from tinyllm import GPT, GPTConfig
 from tinyllm.errors import ConfigError, UsageError
 from tinyllm.positions import abacus_positions, random_offsets
 
+from .conftest import SHAKESPEARE_EXCERPT
+
 PLUS, EQ = 10, 11
 
 
@@ -186,7 +188,17 @@ def test_sample_and_export_with_abacus_positions(abacus_run, tmp_path, capsys):
     assert code == 0 and out.strip() == "132", out + err
     code, out, err = cli(capsys, "export", str(abacus_run), str(tmp_path / "hf"))
     assert code == 2 and "abacus positions cannot be exported" in err and not (tmp_path / "hf").exists()
-    code, out, err = cli(capsys, "train", "shakespeare", "--positions", "abacus", "--out", str(tmp_path / "s"))
+    args = [
+        "train",
+        "shakespeare",
+        "--positions",
+        "abacus",
+        "--out",
+        str(tmp_path / "s"),
+        "--data",
+        SHAKESPEARE_EXCERPT,
+    ]
+    code, out, err = cli(capsys, *args)
     assert code == 2 and "addition" in err and "Traceback" not in err
     # the subprocess a user runs: a clear line, no traceback
     done = subprocess.run(

@@ -22,7 +22,7 @@ from tinyllm.sampling import SamplingParams, generate
 from tinyllm.tasks import TaskModel
 from tinyllm.training import NonFiniteLossError
 
-from .conftest import TINY_CLI_FLAGS, TINY_MODEL, TINY_TRAIN
+from .conftest import SHAKESPEARE_EXCERPT, TINY_CLI_FLAGS, TINY_MODEL, TINY_TRAIN
 
 TINY_FLAGS = TINY_CLI_FLAGS
 
@@ -111,6 +111,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     with pytest.raises(NonFiniteLossError, match="iteration 13"):
         train(
             "shakespeare",
+            data_path=SHAKESPEARE_EXCERPT,
             out_dir=tmp_path / "r",
             model_overrides=TINY_MODEL,
             train_overrides=TINY_TRAIN,
@@ -128,6 +129,7 @@ def test_same_seed_same_metrics(tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         train(
             "shakespeare",
+            data_path=SHAKESPEARE_EXCERPT,
             out_dir=tmp_path / name,
             train_overrides={**TINY_TRAIN, "max_iters": 50, "eval_interval": 25, "seed": seed},
             **settings_,

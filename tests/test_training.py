@@ -14,7 +14,7 @@ from tinyllm.schedule import budget_progress, learning_rate
 from tinyllm.speed.onednn import onednn_available
 from tinyllm.training import Trainer, make_optimizer
 
-from .conftest import TINY_MODEL, TINY_TRAIN, Regression, regression_batches
+from .conftest import SHAKESPEARE_EXCERPT, TINY_MODEL, TINY_TRAIN, Regression, regression_batches
 
 
 def read(path):
@@ -137,7 +137,7 @@ def test_resume_continues_iteration_count_and_learning_rate(
         progress_bar=False,
         log=lambda *a: None,
     )
-    train("shakespeare", out_dir=tmp_path / "full", **settings)
+    train("shakespeare", data_path=SHAKESPEARE_EXCERPT, out_dir=tmp_path / "full", **settings)
 
     # stop the second run after step 15, as Ctrl-C would: it checkpoints and raises Interrupted
     original_step = Trainer.step
@@ -150,11 +150,11 @@ def test_resume_continues_iteration_count_and_learning_rate(
 
     monkeypatch.setattr(Trainer, "step", step_then_stop)
     with pytest.raises(Interrupted, match="--resume"):
-        train("shakespeare", out_dir=tmp_path / "cut", **settings)
+        train("shakespeare", data_path=SHAKESPEARE_EXCERPT, out_dir=tmp_path / "cut", **settings)
     monkeypatch.setattr(Trainer, "step", original_step)
     assert [r["iter"] for r in read(tmp_path / "cut" / "metrics.jsonl")] == list(range(1, 16))
 
-    result = train("shakespeare", out_dir=tmp_path / "cut", resume=True, **settings)
+    result = train("shakespeare", data_path=SHAKESPEARE_EXCERPT, out_dir=tmp_path / "cut", resume=True, **settings)
     assert result.iters == 30
     full, resumed = read(tmp_path / "full" / "metrics.jsonl"), read(tmp_path / "cut" / "metrics.jsonl")
     assert [r["iter"] for r in resumed] == list(range(1, 31))  # continuous: nothing lost or repeated
@@ -171,7 +171,12 @@ def test_existing_run_is_not_overwritten(tiny_run):
 
     with pytest.raises(UsageError, match="--resume"):
         train(
-            "shakespeare", out_dir=tiny_run, model_overrides=TINY_MODEL, train_overrides=TINY_TRAIN, progress_bar=False
+            "shakespeare",
+            data_path=SHAKESPEARE_EXCERPT,
+            out_dir=tiny_run,
+            model_overrides=TINY_MODEL,
+            train_overrides=TINY_TRAIN,
+            progress_bar=False,
         )
 
 
@@ -196,7 +201,9 @@ def test_plots_are_redrawn_at_most_every_plot_every_s(tmp_path, monkeypatch, eve
     monkeypatch.setattr(runs, "PLOT_EVERY_S", every_s)
     monkeypatch.setattr(runs, "plot_run", lambda path, title="": drawn.append(path) or [])
     settings = dict(model_overrides=TINY_MODEL, train_overrides=TINY_TRAIN, progress_bar=False)
-    train("shakespeare", out_dir=tmp_path / "run", **settings)  # 20 steps, evaluated at 10 and 20
+    train(
+        "shakespeare", data_path=SHAKESPEARE_EXCERPT, out_dir=tmp_path / "run", **settings
+    )  # 20 steps, evaluated at 10 and 20
     assert len(drawn) == drawings  # every evaluation + the end, or the first evaluation + the end
 
 
@@ -249,7 +256,7 @@ def test_run_ends_on_the_average_of_its_final_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "step", step_and_record)
     # an 8-step phase: the window 1 / (1 - 0.5) = 2 steps is within its quarter, so 0.5 holds throughout
     overrides = {**TINY_TRAIN, "max_iters": 16, "schedule": "wsd", "decay_fraction": 0.5, "ema_decay": 0.5}
-    train("shakespeare", out_dir=tmp_path / "run", model_overrides=TINY_MODEL, train_overrides=overrides,
+    train("shakespeare", data_path=SHAKESPEARE_EXCERPT, out_dir=tmp_path / "run", model_overrides=TINY_MODEL, train_overrides=overrides,
           progress_bar=False, log=lambda *a: None)  # fmt: skip
     saved = load_file(tmp_path / "run" / "model.safetensors")
     for name, last in raw[-1].items():

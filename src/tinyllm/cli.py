@@ -8,7 +8,6 @@ command line or config, 1 for a problem met while running (a missing file, a cor
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -181,7 +180,7 @@ def cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
     from .inference import load
 
     run = load(args.run, checkpoint=args.checkpoint, device=args.device)
-    sampler = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingParams) if hasattr(args, f.name)}
+    sampler = {name: getattr(args, name) for name in SamplingParams.names() if hasattr(args, name)}
     options = dict(
         **sampler,
         stop=[s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop or []],  # "\n" typed in a shell

@@ -65,31 +65,25 @@ class Run:
         stop_ids = [self.tokenizer.encode(s) for s in stops if s]
         return idx, generator, [s for s in stops if s], stop_ids
 
-    def _sampling(self, temperature, top_k, top_p, min_p, repetition_penalty) -> SamplingParams:
-        return SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
-
     def stream(
         self,
         prompt: str,
         max_new_tokens: int | None = None,
         *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float = 1.0,
         stop: str | list[str] | None = None,
         seed: int | None = None,
         use_cache: bool = True,
         compile: bool = False,
+        **sampler: Any,
     ) -> Iterator[str]:
         """Yield the completion of `prompt` piece by piece, as it is generated.
 
+        `sampler`: the settings of `sampling.SamplingParams` by name (temperature=0.8, top_k=20, ...).
         Text that might be the start of a stop string is held back until it is clear that it is
         not, so a stop string is never shown.
         """
         # everything is checked here, before the first piece is asked for (a generator would wait)
-        params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+        params = SamplingParams.from_options(sampler)
         max_new_tokens = self.task.max_new_tokens(prompt) if max_new_tokens is None else max_new_tokens
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop)
         options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)
@@ -128,19 +122,16 @@ class Run:
         num_samples: int,
         max_new_tokens: int | None = None,
         *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float = 1.0,
         stop: str | list[str] | None = None,
         seed: int | None = None,
         use_cache: bool = True,
         compile: bool = False,
+        **sampler: Any,
     ) -> list[str]:
-        """`num_samples` completions of one prompt, decoded as one batch (the prompt is prefilled once)."""
+        """`num_samples` completions of one prompt, decoded as one batch (the prompt is prefilled once).
+        Options as in `stream`."""
         positive_int("num_samples", num_samples)
-        params = self._sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+        params = SamplingParams.from_options(sampler)
         max_new_tokens = self.task.max_new_tokens(prompt) if max_new_tokens is None else max_new_tokens
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop, num_samples)
         options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)

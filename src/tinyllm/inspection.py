@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .model import GPT
-from .sampling import SamplingParams, apply_min_p, apply_repetition_penalty, apply_top_k, apply_top_p
+from .sampling import STAGES as SAMPLER_STAGES
+from .sampling import SamplingParams, each_stage
 
 
 @torch.no_grad()
@@ -62,35 +63,23 @@ def logit_lens(model: GPT, residuals: torch.Tensor, top: int = 1) -> tuple[torch
     return values, ids
 
 
-STAGES = ("raw", "repetition_penalty", "temperature", "top_k", "top_p", "min_p")
+STAGES = ("raw", *(stage.name for stage in SAMPLER_STAGES))  # the distribution before, then after each
 
 
 @torch.no_grad()
 def sampler_stages(logits: torch.Tensor, seq: torch.Tensor, params: SamplingParams) -> list[torch.Tensor]:
-    """The next-token probabilities (V,) after each processor of `sampling.process_logits`, in order.
+    """The next-token probabilities (V,) before and after each processor of `sampling.STAGES`, in order.
 
     `logits` (V,) are one position's; `seq` (T,) is the text so far (for the repetition penalty). A
     processor that is off leaves the distribution as it was. Temperature 0 (greedy) puts all the
     probability on the most likely token, as the sampler's argmax does."""
-    z = logits.float()[None]
-    stages = [z.softmax(-1)]
-    if params.repetition_penalty != 1.0:
-        z = apply_repetition_penalty(z, seq[None], params.repetition_penalty)
-    stages.append(z.softmax(-1))
-    if params.temperature == 0:
+    raw = logits.float()[None]
+    z, stages = raw, [raw.softmax(-1)]
+    for _name, z in each_stage(raw, seq[None], params):  # noqa: B007  (z: the logits after the stage)
+        stages.append(z.softmax(-1))
+    if params.temperature == 0:  # greedy: the sampler takes the argmax of what the penalty left
         greedy = F.one_hot(z.argmax(-1), z.shape[-1]).float()
-        return [s[0] for s in stages] + [greedy[0]] * 4
-    z = z / params.temperature
-    stages.append(z.softmax(-1))
-    if params.top_k is not None:
-        z = apply_top_k(z, params.top_k)
-    stages.append(z.softmax(-1))
-    if params.top_p is not None and params.top_p < 1.0:
-        z = apply_top_p(z, params.top_p)
-    stages.append(z.softmax(-1))
-    if params.min_p:
-        z = apply_min_p(z, params.min_p)
-    stages.append(z.softmax(-1))
+        stages += [greedy] * (len(STAGES) - len(stages))
     return [s[0] for s in stages]
 
 

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
-from .positions import POSITIONS, abacus_positions, random_offsets
+from .positions import POSITIONS, abacus_rows
 from .settings import boolean, check_fields, fraction, from_dict, positive_int, setting
 
 if TYPE_CHECKING:
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class GPTConfig:
-    """The shape of a GPT. The defaults are the Shakespeare model's (3 blocks, 256 characters).
+    """The shape of a GPT. The defaults are a small model of 3 blocks, 128 wide, reading 256 tokens;
+    each task sets its own (`Task.model_defaults`: the Shakespeare model is 96 wide).
 
     Each field is a `setting`: its help text and check also make the `tinyllm train` flag."""
 
@@ -213,15 +214,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
         if self.config.positions == "learned":
             return self.transformer.wpe.weight[start : start + T]  # positions start .. start+T-1
-        state = kv_cache.abacus if kv_cache is not None and start > 0 else None
-        positions, state = abacus_positions(idx, self.config.abacus_marker, state)
-        if kv_cache is not None:
-            kv_cache.abacus = state  # where the next token's count continues
-        if self.training:
-            positions = random_offsets(positions, self.config.abacus_size)
-        if not torch.compiler.is_compiling() and int(positions.max()) >= self.config.abacus_size:
-            raise ValueError(f"a number is too long for the abacus table ({self.config.abacus_size} rows)")
-        return self.transformer.wpe(positions)
+        rows = abacus_rows(idx, self.config.abacus_marker, self.config.abacus_size, kv_cache, self.training)
+        return self.transformer.wpe(rows)  # positions.py: a digit's place in its number
 
     def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token ids `idx` (B, T). With a cache, positions continue after it."""
@@ -239,18 +233,15 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         max_new_tokens: int,
         *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float = 1.0,
         stop: Sequence[Sequence[int]] | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         compile: bool = False,
+        **sampler: Any,
     ) -> torch.Tensor:
         """Continue `idx` (B, T) by up to `max_new_tokens` sampled tokens; returns (B, T + new).
 
+        `sampler`: temperature, top_k, top_p, min_p, repetition_penalty (`sampling.SamplingParams`);
         `temperature=0` is greedy decoding. `stop` is a list of token-id sequences: generation ends
         once every row has produced one of them. See `tinyllm.sampling` for the order in which the
         options apply. `compile=True` runs each cached one-token step through `torch.compile`: the
@@ -258,7 +249,7 @@ class GPT(nn.Module):
         """
         from .sampling import SamplingParams, generate
 
-        params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
+        params = SamplingParams.from_options(sampler)
         return generate(
             self, idx, max_new_tokens, params, stop=stop, use_cache=use_cache, generator=generator, compile=compile
         )
@@ -268,6 +259,5 @@ class GPT(nn.Module):
         """Like `generate`, but yields each step's new tokens (shape (B,)) as soon as they are sampled."""
         from .sampling import SamplingParams, stream
 
-        sampling_keys = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
-        params = SamplingParams(**{k: options.pop(k) for k in sampling_keys if k in options})
-        yield from stream(self, idx, max_new_tokens, params, **options)
+        sampler = {key: options.pop(key) for key in SamplingParams.names() if key in options}
+        yield from stream(self, idx, max_new_tokens, SamplingParams.from_options(sampler), **options)

@@ -35,6 +35,7 @@ follows the marker).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -95,3 +96,19 @@ def random_offsets(positions: torch.Tensor, table_size: int) -> torch.Tensor:
     room = table_size - positions.max(dim=1).values  # offsets 0 .. room-1 keep every id < table_size
     offset = (torch.rand(room.shape, device=positions.device) * room.clamp(min=1)).long()
     return torch.where(positions > 0, positions + offset[:, None], positions)
+
+
+def abacus_rows(idx: torch.Tensor, marker: int, table_size: int, kv_cache: Any | None, training: bool) -> torch.Tensor:
+    """The abacus rows (B, T) of the position table that tokens `idx` (B, T) read: counted on from the
+    `AbacusState` a KV cache keeps (`kv_cache.abacus`, updated here), shifted by a random offset in
+    training, and refused where a number is too long for the table."""
+    start = kv_cache.length if kv_cache is not None else 0
+    state = kv_cache.abacus if kv_cache is not None and start > 0 else None
+    positions, state = abacus_positions(idx, marker, state)
+    if kv_cache is not None:
+        kv_cache.abacus = state  # where the next token's count continues
+    if training:
+        positions = random_offsets(positions, table_size)
+    if not torch.compiler.is_compiling() and int(positions.max()) >= table_size:
+        raise ValueError(f"a number is too long for the abacus table ({table_size} rows)")
+    return positions

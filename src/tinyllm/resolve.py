@@ -58,12 +58,10 @@ def resolve(
     if resume_from is None:
         shared = {key: model[key] for key in task_class.reads_model_fields if key in model}
         task = task_class(**options, **shared)
-        return Settings(
-            task,
-            {**task.model_defaults, **model},
-            TrainConfig.from_dict({**task.train_defaults, **train}),
-            SpeedSettings.from_dict(speed),
-        )
+        train_config = TrainConfig.from_dict({**task.train_defaults, **train})
+        speed_settings = SpeedSettings.from_dict(speed)
+        speed_settings.check(train_config.dtype, train_config.compile)  # before any data is read
+        return Settings(task, {**task.model_defaults, **model}, train_config, speed_settings)
     saved = resume_from.read_config()
     if saved["task"] != task_name:
         raise UsageError(f"{resume_from.path} is a run of task {saved['task']!r}, not {task_name!r}")

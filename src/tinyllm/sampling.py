@@ -25,7 +25,8 @@ fuses the small kernels and drops the Python; see `CompiledDecodeStep`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,20 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> SamplingParams:
+        """The settings named in `options` (keyword arguments: temperature=0.8, ...), the rest default;
+        a name that is not a setting is a clear error."""
+        names = cls.names()
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise UsageError(f"unknown sampler setting {unknown[0]!r}; the settings are {', '.join(names)}")
+        return cls(**options)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seq: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -104,21 +119,47 @@ def apply_min_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(probs < threshold, float("-inf"))
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One logits processor: its name, whether the settings turn it on, and what it does to logits (B, V)."""
+
+    name: str
+    active: Callable[[SamplingParams], bool]
+    apply: Callable[[torch.Tensor, torch.Tensor, SamplingParams], torch.Tensor]  # (logits, seq, params)
+
+
+# The processors, in the order they apply: the sampler runs them, `inspection.sampler_stages` shows them.
+STAGES = (
+    Stage(
+        "repetition_penalty",
+        lambda p: p.repetition_penalty != 1.0,
+        lambda z, seq, p: apply_repetition_penalty(z, seq, p.repetition_penalty),
+    ),
+    Stage("temperature", lambda p: p.temperature != 1.0, lambda z, seq, p: z / p.temperature),
+    Stage("top_k", lambda p: p.top_k is not None, lambda z, seq, p: apply_top_k(z, p.top_k)),
+    Stage("top_p", lambda p: p.top_p is not None and p.top_p < 1.0, lambda z, seq, p: apply_top_p(z, p.top_p)),
+    Stage("min_p", lambda p: bool(p.min_p), lambda z, seq, p: apply_min_p(z, p.min_p)),
+)
+
+
+def each_stage(logits: torch.Tensor, seq: torch.Tensor, params: SamplingParams) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, logits after it) for each processor of `STAGES` in order; one that is off leaves the
+    logits as they were. Greedy decoding (temperature 0) stops after the repetition penalty: the
+    filters after it cannot change which token is the most likely."""
+    for stage in STAGES:
+        if params.temperature == 0 and stage.name != "repetition_penalty":
+            return
+        if stage.active(params):
+            logits = stage.apply(logits, seq, params)
+        yield stage.name, logits
+
+
 def process_logits(logits: torch.Tensor, seq: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Apply the processors in the documented order to next-token logits (B, V)."""
-    if params.repetition_penalty != 1.0:
-        logits = apply_repetition_penalty(logits, seq, params.repetition_penalty)
-    if params.temperature == 0:
-        return logits  # greedy: the filters below cannot change the argmax
-    if params.temperature != 1.0:
-        logits = logits / params.temperature
-    if params.top_k is not None:
-        logits = apply_top_k(logits, params.top_k)
-    if params.top_p is not None and params.top_p < 1.0:
-        logits = apply_top_p(logits, params.top_p)
-    if params.min_p:
-        logits = apply_min_p(logits, params.min_p)
-    return logits
+    processed = logits
+    for _name, processed in each_stage(logits, seq, params):  # noqa: B007  (the last one is the result)
+        pass
+    return processed
 
 
 def sample_next(

@@ -13,7 +13,9 @@ runs in worker threads, off the event loop, so a long generation never blocks th
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -37,19 +39,20 @@ MAX_NEW_TOKENS = 2000  # per generation: enough for pages of text, not enough to
 MAX_STOPS = 8
 
 
-class Sampler(BaseModel):
-    """The sampler settings, as the Python keyword names. Ranges are checked by `SamplingParams`."""
+def _sampler_fields() -> dict[str, Any]:
+    """`SamplingParams`'s fields as pydantic wants them: name -> (type, default)."""
+    types = typing.get_type_hints(SamplingParams)
+    return {f.name: (types[f.name], f.default) for f in dataclasses.fields(SamplingParams)}
+
+
+class Sampler(create_model("SamplerFields", **_sampler_fields())):  # type: ignore[misc]
+    """The sampler settings: the fields of `SamplingParams`, by the same names; their ranges are
+    checked by `SamplingParams` itself (a 400 in its words)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)  # an unknown field is a 422, not ignored
 
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float = 1.0
-
     def params(self) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty)
+        return SamplingParams.from_options(self.model_dump(include=set(SamplingParams.names())))
 
 
 class GenerateRequest(Sampler):
@@ -96,7 +99,7 @@ def create_app(root: str | Path, only: str | None = None) -> FastAPI:
     @app.post("/api/runs/{name}/generate")
     async def generate(name: str, request: GenerateRequest) -> StreamingResponse:
         run = await run_in_threadpool(library.run, name)
-        options = request.model_dump(exclude={"prompt", "max_new_tokens"})
+        options = request.model_dump(exclude={"prompt", "max_new_tokens"})  # the sampler's, seed and stop
         # everything is checked here, before the stream starts: a mistake is a 400, not a broken stream
         pieces = await run_in_threadpool(lambda: run.stream(request.prompt, request.max_new_tokens, **options))
         return StreamingResponse(_events(pieces), media_type="text/event-stream")

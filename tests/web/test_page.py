@@ -5,6 +5,7 @@ Skipped, with the reason, where either is missing. Set TINYLLM_SCREENSHOTS=DIR t
 of each view (the README's come from a run of these tests on a 5-minute model: TINYLLM_SCREENSHOT_RUN).
 """
 
+import json
 import os
 import shutil
 import socket
@@ -12,13 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 import tinyllm
 
-from .conftest import TINY_CLI_FLAGS
+from ..conftest import TINY_CLI_FLAGS
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[dev]')"
@@ -107,12 +109,21 @@ def generate(page, prompt, **fields):
     page.click("#generate-button")
 
 
-def test_runs_list_and_curves(page, served):
+def test_runs_list_and_curves(page, served, server):
+    (run,) = json.loads(urllib.request.urlopen(f"{server}/api/runs", timeout=30).read())["runs"]
+    records = json.loads(urllib.request.urlopen(f"{server}/api/runs/shakespeare/metrics", timeout=30).read())["records"]
     row = page.locator('#runs-table tr[data-name="shakespeare"]')
     row.wait_for()
-    assert "shakespeare" in row.inner_text()
+    cells = row.locator("td").all_inner_texts()
+    assert cells[1] == run["task"] == "shakespeare"
+    assert cells[3].replace(",", "") == str(run["steps"]) and cells[4] == f"{run['best_test_loss']:.4f}"
+    assert page.locator("#prompt").input_value() == ""  # nothing chosen yet
     open_run(page)
-    page.wait_for_selector('#curves polyline[data-series="test_loss"]')
+    assert page.locator("#prompt").input_value() == run["example_prompt"] == "to be"  # the task's own
+    tests = [r["test_loss"] for r in records if "test_loss" in r]
+    line = page.locator('#curves polyline[data-series="test_loss"]')
+    line.wait_for()
+    assert int(line.get_attribute("data-count")) == len(tests) and float(line.get_attribute("data-last")) == tests[-1]
     screenshot(page, "runs", "#runs")
 
 
@@ -129,9 +140,6 @@ def test_generation_streams_the_text_complete_gives(page, served):
 
 
 def test_next_token_bars_equal_the_api_and_top_k_keeps_k(page, served, server):
-    import json
-    import urllib.request
-
     open_run(page)
     page.fill("#prompt", "to be or not")
     page.fill('#generate-form [name="top_k"]', "3")
@@ -179,7 +187,7 @@ def test_attention_grid_has_a_panel_per_layer_and_head_and_the_logit_lens(page, 
     screenshot(page, "embeddings", "#embeddings")
 
 
-def test_a_training_run_grows_its_curve_while_the_page_is_open(page, served):
+def test_a_training_run_grows_its_curve_while_the_page_is_open(page, served, server):
     run = served / "live"
     proc = subprocess.Popen(
         [
@@ -213,8 +221,17 @@ def test_a_training_run_grows_its_curve_while_the_page_is_open(page, served):
             timeout=30_000,
         )
     finally:
-        proc.terminate()
+        proc.terminate()  # Ctrl-C's signal's cousin: the run checkpoints and stops; its metrics are final
         proc.wait(timeout=60)
+    records = json.loads(urllib.request.urlopen(f"{server}/api/runs/live/metrics", timeout=30).read())["records"]
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    # the page polls every 2 s: it ends showing every step the API has, and the same last loss
+    page.wait_for_function(
+        f"() => Number(document.querySelector('#curves polyline[data-series=train_loss]').dataset.count) == {len(losses)}",
+        timeout=30_000,
+    )
+    assert len(losses) > first
+    assert float(line.get_attribute("data-last")) == losses[-1]
 
 
 @pytest.mark.parametrize(

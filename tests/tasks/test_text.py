@@ -16,16 +16,18 @@ from tinyllm.tasks import get_task
 from tinyllm.tasks.text import read_corpus
 from tinyllm.tokenizer import CharTokenizer
 
+from ..conftest import SHAKESPEARE_EXCERPT
+
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32}
 TRAIN = {"batch_size": 8, "max_iters": 16, "max_time": None, "eval_interval": 8, "eval_iters": 2, "warmup_iters": 2}
 UNICODE = "Héllo wörld, 日本語 and emoji 🙂 — «quotes» ñ\n"
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shakespeare_path):
+def corpus(tmp_path_factory):
     """A folder of two .txt files (and a file that is not .txt, which is skipped)."""
     folder = tmp_path_factory.mktemp("corpus")
-    text = shakespeare_path.read_text(encoding="utf-8")[:60_000]
+    text = Path(SHAKESPEARE_EXCERPT).read_text(encoding="utf-8")
     (folder / "b.txt").write_text(text, encoding="utf-8")
     (folder / "a.txt").write_text(UNICODE * 50, encoding="utf-8")
     (folder / "notes.md").write_text("not read", encoding="utf-8")

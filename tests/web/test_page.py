@@ -210,8 +210,12 @@ def test_a_training_run_grows_its_curve_while_the_page_is_open(page, served, ser
         stderr=subprocess.DEVNULL,
     )
     try:
+        deadline = time.monotonic() + 60
+        while not (run / "metrics.jsonl").is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)  # the run exists once it has logged its first step
+        page.reload()  # (the page would see it within 5 s by itself: it refreshes the list that often)
         row = page.locator('#runs-table tr[data-name="live"]')
-        row.wait_for(timeout=60_000)  # the list refreshes every 5 s
+        row.wait_for(timeout=30_000)
         row.click()
         line = page.locator('#curves polyline[data-series="train_loss"]')
         line.wait_for(timeout=30_000)

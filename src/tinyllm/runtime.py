@@ -204,7 +204,8 @@ class Runtime:
         parts = [
             f"device {self.device}" + (f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
         ]
-        parts += self.speedups
+        if self.speedups:
+            parts.append("speed/: " + ", ".join(self.speedups))
         if self.dist.enabled:
             parts.append(f"{self.dist.world_size} processes (DDP)")
         if self.config.dtype != "float32":

@@ -54,14 +54,8 @@ def run_main(main: Callable[[], None]) -> None:
         sys.exit(f"error: {e}")
 
 
-FIXED_STEPS = Path(__file__).parent / "fixed_steps.py"  # whose worker process applies levers without a flag
-
-
-def tinyllm(*args: str, levers: list[str] | tuple[str, ...] = (), **options) -> str:
-    """Run the `tinyllm` command in its own process (as a user would); its standard output. With
-    `levers`, the same command in fixed_steps.py's worker process, which applies them first."""
-    if levers:
-        return run_quietly([sys.executable, str(FIXED_STEPS), "--worker", ",".join(levers), "--", *args], **options)
+def tinyllm(*args: str, **options) -> str:
+    """Run the `tinyllm` command in its own process (as a user would); its standard output."""
     return run_quietly([sys.executable, "-m", "tinyllm", *args], **options)
 
 

@@ -35,7 +35,7 @@ fi
 
 if wanted muon; then
 stage "Muon's Newton-Schulz on the GPU: float32 (what --muon-dtype auto keeps there) against bfloat16"
-timeout 60 $PY benchmarks/muon_step.py --device cuda --shapes nanogpt-gpu gpt2-small --repeats 20 \
+timeout 60 $PY benchmarks/micro.py muon --device cuda --repeats 20 \
     >"$OUT/muon_step.json" 2>"$OUT/muon_step.err"
 echo "exit $?"; cat "$OUT/muon_step.json"; tail -3 "$OUT/muon_step.err"
 fi

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from tinyllm import GPT, GPTConfig
 from tinyllm.config import TrainConfig
-from tinyllm.cpu_matmul import onednn_available, use_onednn_where_it_pays
+from tinyllm import speed
+from tinyllm.speed.onednn import onednn_available
 from tinyllm.training import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,7 +56,7 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 1024, r
     """This machine's dense matmul throughput (FLOP/s): the ceiling for any model's training.
 
     On the CPU, the faster of PyTorch's default float32 path (MKL) and oneDNN, which tinyllm uses
-    where it is faster (see tinyllm/cpu_matmul.py): the ceiling is the best this machine can do.
+    where it is faster (see tinyllm/speed/onednn.py): the ceiling is the best this machine can do.
     """
     if device.type == "cuda":
         n = 8192
@@ -99,9 +100,10 @@ def make_step(name: str, cfg: GPTConfig, batch: int, device, dtype, compile_mode
     else:
         model = gpt.train()
         forward = model
-        if device.type == "cpu" and dtype == torch.float32 and not compile_model:
-            use_onednn_where_it_pays(model, batch * cfg.block_size)  # as tinyllm's Trainer does
     optimizer = make_optimizer(model, TrainConfig(), device)
+    if name != "hf":  # what tinyllm's runtime does when it places a model: speed/ (GELU, oneDNN, malloc)
+        precision = str(dtype).removeprefix("torch.")
+        speed.apply(model, [optimizer], device, dtype=precision, compile=compile_model, rows=batch * cfg.block_size)
     if compile_model:
         forward = torch.compile(forward)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -226,7 +228,6 @@ def time_to_quality(
         warmup_iters=50,
         schedule=schedule,
         optimizer=optimizer,
-        muon_dtype=muon_dtype[0] if muon_dtype else "auto",
         max_iters=max_iters,
         max_time=None if max_iters else max_time,
         eval_interval=eval_interval,
@@ -236,7 +237,10 @@ def time_to_quality(
     )
     torch.manual_seed(train_cfg.seed)
     model = task.build_model(cfg)
-    trainer = Trainer(model, lambda split, g: task.get_batch(split, batch, 64, g), train_cfg)
+    from tinyllm.runtime import Runtime
+
+    runtime = Runtime(train_cfg, speed_settings=speed.SpeedSettings(muon_dtype=muon_dtype[0] if muon_dtype else "auto"))
+    trainer = Trainer(model, lambda split, g: task.get_batch(split, batch, 64, g), train_cfg, runtime=runtime)
     reached, evaluating, best = {}, {"seconds": 0.0}, {"test_loss": float("inf")}
 
     def check(trainer, record):

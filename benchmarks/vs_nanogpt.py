@@ -18,9 +18,7 @@ that the machine's noise hits both alike; the JSON gives every round and the med
 nanoGPT's model has no biases by default (`bias=False`): tinyllm runs with `--no-bias` to match.
 `--with tinyllm_bias` also times GPT-2's biases (tinyllm's default); `--with tinyllm_compiled` times
 `tinyllm train --compile` with the compiled code already in Inductor's cache (one short run fills
-it first), as it is from the second run of a shape on a machine; `--with tinyllm_pytorch_gelu` the
-same command with PyTorch's own tanh-GELU kernel in place of `tinyllm.gelu`'s (the `gelu-pytorch`
-lever of `fixed_steps.py`, whose worker process runs it). `--models` also times the two
+it first), as it is from the second run of a shape on a machine. `--models` also times the two
 models alone in this process (forward, cross-entropy and backward; and the two GELUs).
 """
 
@@ -76,14 +74,14 @@ def nanogpt_step_seconds(checkout: Path, steps: int) -> list[float]:
     return [dt for i, dt in times if i > WARMUP_STEPS]  # iteration 0 holds the evaluation
 
 
-def tinyllm_step_seconds(folder: Path, steps: int, flags: list[str], cache: Path, levers=()) -> list[float]:
+def tinyllm_step_seconds(folder: Path, steps: int, flags: list[str], cache: Path) -> list[float]:
     shape = [f"--{k.replace('_', '-')}={v}" for k, v in SHAPE.items()]
     command = ["train", "shakespeare", "--no-lowercase", *shape]
     options = ["--optimizer=adamw", "--schedule=cosine", "--lr=1e-3", "--min-lr=1e-4", "--warmup-iters=100"]
     budget = [f"--max-iters={steps}", "--max-time=3600", f"--eval-interval={10 * steps}", "--eval-iters=20"]
     rest = ["--dropout=0", *flags, "--no-progress", "--overwrite", "--out", str(folder)]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}  # --compile's cache: filled by the first run
-    tinyllm(*command, *options, *budget, *rest, env=env, levers=levers)  # levers: see fixed_steps.py
+    tinyllm(*command, *options, *budget, *rest, env=env)
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     pairs = pairwise(records)  # a step's time: from the previous step's end to its own (evaluated at the end only)
     return [b["elapsed_s"] - a["elapsed_s"] for a, b in pairs if b["iter"] > WARMUP_STEPS and "test_loss" not in b]
@@ -94,12 +92,12 @@ def model_forward_backward_ms(checkout: Path, repeats: int = 5) -> dict:
 
     Both without biases; tinyllm's GELU is GPT-2's tanh approximation (needed for the one-to-one
     Hugging Face mapping), nanoGPT's the exact erf one: timed alone too, on one MLP activation, by
-    PyTorch's kernels and by tinyllm's sigmoid form (`tinyllm.gelu`, what tinyllm trains with on a CPU)."""
+    PyTorch's kernels and by tinyllm's sigmoid form (`tinyllm.speed.gelu`, what tinyllm trains with on a CPU)."""
     import torch
     import torch.nn.functional as F
 
     from tinyllm import GPT, GPTConfig
-    from tinyllm.gelu import SigmoidGELU
+    from tinyllm.speed.gelu import SigmoidGELU
 
     sys.path.insert(0, str(checkout))
     import model as nanogpt_model  # nanoGPT's model.py
@@ -142,9 +140,7 @@ TINYLLM = {  # contender -> flags of `tinyllm train`
     "tinyllm": ["--no-bias"],  # nanoGPT's model: no biases
     "tinyllm_bias": ["--bias"],  # GPT-2's biases, tinyllm's default
     "tinyllm_compiled": ["--no-bias", "--compile"],  # with the compiled code already in the cache
-    "tinyllm_pytorch_gelu": ["--no-bias"],  # PyTorch's tanh-GELU kernel (LEVERS), as before tinyllm.gelu
 }
-LEVERS = {"tinyllm_pytorch_gelu": ["gelu-pytorch"]}  # contenders run with a lever of fixed_steps.py
 
 
 def main() -> None:
@@ -173,7 +169,7 @@ def main() -> None:
         for _ in range(args.rounds):
             seconds = {"nanogpt": nanogpt_step_seconds(checkout, args.steps)}
             for name in contenders[1:]:
-                seconds[name] = tinyllm_step_seconds(run, args.steps, TINYLLM[name], cache, LEVERS.get(name, ()))
+                seconds[name] = tinyllm_step_seconds(run, args.steps, TINYLLM[name], cache)
             rounds.append({name: round(tokens_per_step / statistics.mean(s)) for name, s in seconds.items()})
             print(json.dumps(rounds[-1]), file=sys.stderr)
     median = {name: statistics.median(r[name] for r in rounds) for name in contenders}

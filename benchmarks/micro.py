@@ -116,7 +116,7 @@ def gelu(args: argparse.Namespace) -> dict:
         times: dict[str, list[float]] = {name: [] for name in forms}
         for _ in range(args.rounds):
             for name, form in forms.items():
-                times[name].append(timed(lambda form=form: form(x).backward(grad), args.repeats))
+                times[name].append(timed(lambda form=form, x=x, grad=grad: form(x).backward(grad), args.repeats))
         result[shape_name] = {name: round(statistics.median(t) * 1e6) for name, t in times.items()}
     return {"what": "microseconds, forward + backward, one layer's activations", "timings": result}
 

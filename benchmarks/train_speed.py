@@ -25,9 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tinyllm import GPT, GPTConfig
+from tinyllm import GPT, GPTConfig, speed
 from tinyllm.config import TrainConfig
-from tinyllm import speed
 from tinyllm.speed.onednn import onednn_available
 from tinyllm.training import make_optimizer
 

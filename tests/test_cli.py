@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -278,3 +279,48 @@ def test_sample_options_stop_and_num_samples(tiny_run, monkeypatch):
     samples = many.rstrip("\n").split("\n" + "-" * 40 + "\n")
     assert len(samples) == 3 and all(s.startswith("the ") for s in samples)
     assert len(set(samples)) == 3
+
+
+def test_sample_stats_counts_the_tokens_of_the_generation(tiny_run):
+    base = ["sample", tiny_run, "--prompt", "the ", "--max-new-tokens", 20, "--seed", 1]
+    plain = tinyllm(*base)
+    timed = tinyllm(*base, "--stats")
+    assert timed.stdout == plain.stdout and plain.stderr == ""  # the text is untouched; stats go to stderr
+    line = r"^{n} tokens in [0-9.]+ s: [0-9,]+ tokens/s \({how}; prefill included\)\n$"
+    assert re.match(line.format(n=20, how="KV cache"), timed.stderr), timed.stderr
+    uncached = tinyllm(*base, "--stats", "--no-cache")
+    assert uncached.stdout == plain.stdout and re.match(line.format(n=20, how="no cache"), uncached.stderr)
+    batch = tinyllm(*base, "--stats", "--num-samples", 3)
+    assert re.match(line.format(n=60, how="KV cache"), batch.stderr), batch.stderr  # every row counted
+
+
+def test_plot_compares_several_runs_and_refuses_what_it_cannot_draw(tiny_run, tmp_path):
+    import shutil
+
+    import matplotlib.image
+
+    for name in ("a", "b"):
+        shutil.copytree(tiny_run, tmp_path / name, ignore=shutil.ignore_patterns(".lock"))
+    out = tmp_path / "charts" / "cmp.png"
+    done = tinyllm("plot", tmp_path / "a", tmp_path / "b", "--x", "time", "--out", out)
+    assert done.stdout.strip() == str(out) and matplotlib.image.imread(out).std() > 0
+    for axis in ("step", "epoch", "tokens"):
+        tinyllm("plot", tmp_path / "a", tmp_path / "b", "--metric", "eval_train_loss", "--x", axis, "--out", out)
+    assert not (tmp_path / "a" / "test_loss_by_step.png").exists()  # --out given: nothing else written
+
+    unknown = tinyllm("plot", tmp_path / "a", tmp_path / "b", "--metric", "accuracy", check=False)
+    assert unknown.returncode == 2 and "has no metric 'accuracy'; it has:" in unknown.stderr
+    assert "test_loss" in unknown.stderr and len(unknown.stderr.strip().splitlines()) == 1
+    missing = tinyllm("plot", tmp_path / "a", tmp_path / "nowhere", check=False)
+    assert missing.returncode == 2 and "not a tinyllm run" in missing.stderr
+    (tmp_path / "b" / "metrics.jsonl").write_text("")
+    empty = tinyllm("plot", tmp_path / "a", tmp_path / "b", check=False)
+    assert empty.returncode == 2 and "has no metrics yet" in empty.stderr
+
+    import tinyllm as tl
+
+    sort = tmp_path / "sort"  # a task that draws fresh problems: no epochs
+    train = {"max_iters": 2, "max_time": None, "eval_interval": 1, "eval_iters": 1, "batch_size": 4}
+    tl.train("sort", out_dir=sort, task_options={"length": 3}, train_overrides=train, progress_bar=False, log=print)
+    no_epochs = tinyllm("plot", tmp_path / "a", sort, "--x", "epoch", check=False)
+    assert no_epochs.returncode == 2 and "no epoch axis" in no_epochs.stderr and "Traceback" not in no_epochs.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -103,12 +104,18 @@ def build_parser() -> Parser:
     )
     p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="which weights to load")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    p.add_argument(
+        "--stats", action="store_true", help="print the tokens, seconds and tokens/s of the generation to stderr"
+    )
 
     add_eval_parser(sub)
 
     # plot
-    p = sub.add_parser("plot", help="redraw a run's loss plots from its metrics.jsonl")
-    p.add_argument("run", metavar="RUN")
+    p = sub.add_parser("plot", help="redraw a run's plots, or draw one metric of several runs on one chart")
+    p.add_argument("runs", metavar="RUN", nargs="+", help="one run (its PNGs redrawn) or several (compared)")
+    p.add_argument("--metric", help="the metrics.jsonl key to compare (default test_loss)")
+    p.add_argument("--x", choices=("step", "time", "epoch", "tokens"), help="the horizontal axis (default step)")
+    p.add_argument("--out", help="the PNG to write (default METRIC_by_X.png)")
 
     # export / import
     p = sub.add_parser("export", help="write a run as a Hugging Face model folder (needs transformers)")
@@ -189,6 +196,7 @@ def cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
         compile=args.compile,
     )
     echo = run.task.continues_text
+    start = time.perf_counter()
     if args.num_samples == 1:
         pieces = run.stream(args.prompt, args.max_new_tokens, **options)  # validates first
         if echo:
@@ -203,6 +211,14 @@ def cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
             if i:
                 print("-" * 40)
             print((args.prompt if echo else "") + text)
+    if args.stats:
+        seconds = time.perf_counter() - start
+        how = ("KV cache" if not args.no_cache else "no cache") + (", compiled" if args.compile else "")
+        print(
+            f"{run.generated_tokens} tokens in {seconds:.3f} s: {run.generated_tokens / seconds:,.0f} tokens/s "
+            f"({how}; prefill included)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -231,12 +247,15 @@ def cmd_eval(args: argparse.Namespace, parser: Parser) -> int:
 
 
 def cmd_plot(args: argparse.Namespace, parser: Parser) -> int:
-    from .plots import plot_run
+    from .plots import plot_run, plot_runs
     from .rundir import RunDirectory
 
-    config = RunDirectory(args.run).read_config()
-    for path in plot_run(Path(args.run), title=config["task"]):
-        print(path)
+    if len(args.runs) == 1 and args.metric is None and args.x is None and args.out is None:
+        config = RunDirectory(args.runs[0]).read_config()  # one run: its own PNGs, as training draws them
+        for path in plot_run(Path(args.runs[0]), title=config["task"]):
+            print(path)
+        return 0
+    print(plot_runs([Path(r) for r in args.runs], args.metric or "test_loss", args.x or "step", args.out))
     return 0
 
 

@@ -43,6 +43,7 @@ class Run:
         self.task = task
         self.tokenizer = task.tokenizer
         self.config = config
+        self.generated_tokens = 0  # by the last stream() or sample(), every row counted (tinyllm sample --stats)
 
     def __repr__(self) -> str:
         return f"Run({str(self.run_dir)!r}, task={self.task.name!r}, params={self.model.num_params():,})"
@@ -94,7 +95,9 @@ class Run:
         holdback = max((len(s) for s in stops), default=1) - 1
         text, shown = "", 0
         ids: list[int] = []
+        self.generated_tokens = 0
         for token in tokens:
+            self.generated_tokens += token.numel()
             ids.append(int(token[0]))
             if not self.task.continues_text:
                 continue
@@ -136,6 +139,7 @@ class Run:
         idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop, num_samples)
         options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)
         out = generate(self.model, idx, max_new_tokens, params, **options)
+        self.generated_tokens = out[:, idx.shape[1] :].numel()
         texts = []
         for row in out[:, idx.shape[1] :].tolist():
             text = self.task.decode_completion(prompt, row)

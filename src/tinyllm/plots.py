@@ -6,6 +6,9 @@ training; `tinyllm plot RUN` redraws them:
 - test_loss.png: the test loss at each evaluation, with the train loss for comparison
 - lr.png: the learning-rate schedule
 - one more PNG per task metric, e.g. accuracy.png, with train and test where both are logged
+
+`tinyllm plot RUN RUN ... --metric NAME --x step|time|epoch|tokens` draws one metric of several runs
+on one chart instead (`plot_runs`): how the lessons compare recipes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
 
 STANDARD_KEYS = {"iter", "train_loss", "eval_train_loss", "test_loss", "lr", "tokens_per_s", "elapsed_s", "epoch"}
 
@@ -120,3 +123,54 @@ def plot_accuracy_by_length(
     ax.set_ylim(-0.03, 1.03)
     _save(plt, fig, ax, Path(path))
     return Path(path)
+
+
+# --x: what the horizontal axis counts, and the metrics.jsonl key it reads (tokens: computed)
+X_AXES = {"step": "iter", "time": "elapsed_s", "epoch": "epoch", "tokens": "tokens"}
+X_LABELS = {
+    "step": "optimizer step",
+    "time": "seconds of training",
+    "epoch": "epochs (passes over the training text)",
+    "tokens": "training tokens (sequences x context)",
+}
+
+
+def _run_records(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's metrics records, each with `tokens` (optimizer steps x sequences x context) added."""
+    if not (run_dir / "config.json").is_file():
+        raise UsageError(f"{run_dir} is not a tinyllm run (no config.json)")
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    try:
+        records = read_metrics(run_dir / "metrics.jsonl")
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    if not records:
+        raise UsageError(f"{run_dir} has no metrics yet")
+    train, model = config.get("train", {}), config.get("model", {})
+    per_step = train.get("batch_size", 1) * train.get("grad_accum", 1) * model.get("block_size", 1)
+    return [{**r, "tokens": r["iter"] * per_step} for r in records]
+
+
+def plot_runs(runs: list[Path], metric: str = "test_loss", x: str = "step", out: Path | None = None) -> Path:
+    """Draw `metric` of every run against `x` (step, time, epoch or tokens) on one chart, one line
+    per run, labelled by its folder's name; returns the PNG written (default METRIC_by_X.png)."""
+    if x not in X_AXES:
+        raise UsageError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
+    curves = {}
+    for run in map(Path, runs):
+        records = _run_records(run)
+        if not any(metric in r for r in records):
+            there = sorted({k for r in records for k in r} - {"iter", "tokens", "elapsed_s", "epoch"})
+            raise UsageError(f"{run} has no metric {metric!r}; it has: {', '.join(there)}")
+        if not any(X_AXES[x] in r for r in records):
+            raise UsageError(f"{run} has no {x} axis: its task draws fresh problems, so it has no epochs")
+        curves[run.name] = [(r[X_AXES[x]], r[metric]) for r in records if metric in r and X_AXES[x] in r]
+    plt, fig, ax = _figure(metric, metric)
+    ax.set_xlabel(X_LABELS[x])
+    dots = sum(len(points) for points in curves.values()) < 60 * len(curves)  # evaluations: few points
+    for label, points in curves.items():
+        ax.plot(*zip(*points, strict=True), "o-" if dots else "-", ms=3, lw=1.2, label=label)
+    out = Path(out) if out is not None else Path(f"{metric}_by_{x}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save(plt, fig, ax, out)
+    return out

@@ -3,10 +3,11 @@
 # from here). Run from the repository root, with tinyllm installed or importable:
 #     OUT=gpu_out TINYLLM_DATA_DIR=/path/to/data bash benchmarks/gpu_run.sh
 #     STAGES="shakespeare" NANOGPT=/path/to/nanoGPT OUT=gpu_out TINYLLM_DATA_DIR=... bash benchmarks/gpu_run.sh
-# STAGES picks among speed, muon, tests, cli, shakespeare (default: all; a lent GPU's 15 minutes may not
+# STAGES picks among speed, muon, tests, cli, shakespeare (default: all; a short GPU lease may not
 # hold them all in one call). Each stage has its own time limit, so that one stuck stage cannot eat
 # the others. NANOGPT: a checkout of karpathy/nanoGPT, to time its own train.py in the shakespeare stage.
 set -u
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n "2,8p" "$0" | sed "s/^# \{0,1\}//"; exit 0; fi
 STAGES=${STAGES:-speed muon tests cli shakespeare}
 wanted() { [[ " $STAGES " == *" $1 "* ]]; }
 OUT=${OUT:-gpu_out}

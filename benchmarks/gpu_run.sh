@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything this project checks and measures on a CUDA GPU, in one go (the README's GPU figures come
-# from here). Run from the repository root, with tinyllm installed or importable:
+# Everything this project checks and measures on a CUDA GPU, in one go (docs/performance.md's GPU figures
+# come from here). Run from the repository root, with tinyllm installed or importable:
 #     OUT=gpu_out TINYLLM_DATA_DIR=/path/to/data bash benchmarks/gpu_run.sh
 #     STAGES="shakespeare" NANOGPT=/path/to/nanoGPT OUT=gpu_out TINYLLM_DATA_DIR=... bash benchmarks/gpu_run.sh
 # STAGES picks among speed, muon, tests, cli, shakespeare (default: all; a short GPU lease may not
@@ -37,8 +37,8 @@ fi
 if wanted muon; then
 stage "Muon's Newton-Schulz on the GPU: float32 (what --muon-dtype auto keeps there) against bfloat16"
 timeout 60 $PY benchmarks/micro.py muon --device cuda --repeats 20 \
-    >"$OUT/muon_step.json" 2>"$OUT/muon_step.err"
-echo "exit $?"; cat "$OUT/muon_step.json"; tail -3 "$OUT/muon_step.err"
+    >"$OUT/micro_muon.json" 2>"$OUT/micro_muon.err"
+echo "exit $?"; cat "$OUT/micro_muon.json"; tail -3 "$OUT/micro_muon.err"
 fi
 
 if wanted tests; then

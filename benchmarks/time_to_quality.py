@@ -11,7 +11,7 @@ seed repeats to the digit. Only the winners then need the slow time-budget runs.
 
 Each recipe is `tinyllm train shakespeare` (cased unless --lowercase) with a few flags changed, run
 in its own process for the same `--max-time`; recipes alternate within each seed (A B C D, A B C D,
-...) so that a noisy spell of the machine hits them all. Each run is then scored like the README's
+...) so that a noisy spell of the machine hits them all. Each run is then scored like docs/results.md's
 figures, by `tinyllm eval RUN --json`: 100 batches at the default's batch of 8, and as many test
 sequences (800) at any other batch size. Prints one JSON object: the CPU, and per run the
 final and best test loss, the final train loss (on as many training sequences: the gap between the

@@ -1,4 +1,4 @@
-"""The examples stay working: the README's "write your own task" example trains and answers."""
+"""The examples stay working: docs/reference.md's "write your own task" example trains and answers."""
 
 import importlib.util
 from pathlib import Path

@@ -13,7 +13,7 @@ Moonshot's recipe), so one `--lr` and one schedule drive both. GPT-2's fused que
 matrix is three matrices to Muon, each orthogonalised on its own (`fused_pieces`).
 
 `Muon` below is PyTorch's `torch.optim.Muon` update (the same momentum and Nesterov look-ahead,
-`adjust_lr_fn="match_rms_adamw"`) with two changes from later work, chosen by benchmark (README,
+`adjust_lr_fn="match_rms_adamw"`) with two changes from later work, chosen by benchmark (docs/log.md,
 "Muon's polynomials and rows"): each of the five Newton-Schulz iterations has a polynomial of its
 own (`POLAR_EXPRESS`, Amsel et al. 2025) instead of one quintic five times, and every row of the
 orthogonalised update is rescaled by a running average of its own size (`normalize_rows`, NorMuon,
@@ -200,7 +200,7 @@ def fused_pieces(model: nn.Module) -> dict[nn.Parameter, int]:
     """GPT-2's `c_attn` computes queries, keys and values with one matrix, three stacked: Muon treats
     them as the three matrices they are. Orthogonalised as one stack, the three share one budget of
     directions, so the part with the largest gradient takes most of the step; each on its own, every
-    part gets a full step of its own size. It learns more per step (README: after 1,500 steps, 1.641
+    part gets a full step of its own size. It learns more per step (docs/log.md: after 1,500 steps, 1.641
     and 1.635 instead of 1.648 and 1.657; modded-nanogpt splits them too)."""
     return {m.weight: 3 for name, m in model.named_modules() if name.endswith("c_attn") and isinstance(m, nn.Linear)}
 

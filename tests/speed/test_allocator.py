@@ -1,7 +1,7 @@
 """glibc's malloc told to keep freed memory for the next step (speed/allocator.py).
 
 How many page faults a step then saves depends on the machine and on what else it is doing, so it
-is a benchmark (`benchmarks/malloc_reuse.py`), not a test; here: that the setting takes effect, and
+is a benchmark (`benchmarks/micro.py malloc`), not a test; here: that the setting takes effect, and
 once per process."""
 
 import platform

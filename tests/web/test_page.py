@@ -2,7 +2,7 @@
 
 Needs Chromium (Debian's `chromium` package; `.ci/run` installs it) and Playwright (the dev extra).
 Skipped, with the reason, where either is missing. Set TINYLLM_SCREENSHOTS=DIR to save a screenshot
-of each view (the README's come from a run of these tests on a 5-minute model: TINYLLM_SCREENSHOT_RUN).
+of each view (docs/serve/ comes from a run of these tests on a 5-minute model: TINYLLM_SCREENSHOT_RUN).
 """
 
 import json

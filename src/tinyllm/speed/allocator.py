@@ -13,7 +13,7 @@ same activations (hundreds of kilobytes to megabytes each) every step, so what m
 Either way the next step's tensors may land on fresh pages, and the first write to each 4 KiB page
 is a page fault: the kernel stops the program, finds and zeroes a page, maps it. How often depends
 on what the process did before (glibc moves its thresholds as blocks come and go). Measured on a
-2-core Intel Xeon (family 6 model 167) by `benchmarks/malloc_reuse.py`: the Shakespeare model's
+2-core Intel Xeon (family 6 model 167) by `benchmarks/micro.py malloc`: the Shakespeare model's
 Trainer alone in a fresh process took 3,800-7,300 page faults a step and 14% more time per step;
 the whole `tinyllm train shakespeare` command, 140,000-880,000 more page faults over 300 steps and
 3% more time per step (1.03x); nanoGPT's baby shape in the command, no difference.

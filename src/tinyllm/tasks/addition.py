@@ -89,7 +89,7 @@ class Addition(Task):
     test_size = 10_000
     train_defaults = dict(
         batch_size=128,  # problems are short (32 tokens): many per step for a smooth gradient
-        optimizer="muon",  # learns the columns in far fewer steps than AdamW (README: addition)
+        optimizer="muon",  # learns the columns in far fewer steps than AdamW (docs/lessons/08-carries-and-edges.md)
         schedule="wsd",  # the peak rate for 80% of the budget, then decay
         lr=3e-3,  # high for a 0.4M-parameter model
         min_lr=1e-4,  # decay far: the last digits of accuracy come at a low rate

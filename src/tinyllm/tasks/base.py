@@ -10,7 +10,7 @@ prompt's targets `IGNORE` and so is scored on the answer digits only (`score_las
 cross-entropy serves every task. A task whose loss is something else entirely sets `model_class`
 to its own `TaskModel` subclass: that is the one way to choose a task's model.
 
-To write a task, subclass `Task`, then `register` it (see `tinyllm/tasks/__init__.py`). The README
+To write a task, subclass `Task`, then `register` it (see `tinyllm/tasks/__init__.py`). docs/reference.md
 walks through one.
 """
 

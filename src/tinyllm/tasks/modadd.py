@@ -55,7 +55,7 @@ class ModularAddition(Task):
         lr=1e-3,  # Power et al.'s rate
         min_lr=1e-3,  # constant: the schedule must not end the run before it groks
         warmup_iters=10,
-        max_iters=3000,  # room for the late jump from memorising to generalising (see README)
+        max_iters=3000,  # room for the late jump from memorising to generalising (docs/lessons/10-grokking.md)
         max_time=600.0,  # a cap for slow machines
         weight_decay=1.0,  # strong decay is what pushes the model from memorising to the algorithm
         beta2=0.98,  # Power et al.'s

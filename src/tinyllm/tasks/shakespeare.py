@@ -20,7 +20,7 @@ class Shakespeare(Text):
     description = "character-level tiny Shakespeare (3 blocks, 256 characters of context, lowercase)"
     options = (*LOWERCASE_OPTIONS, TRAIN_FRACTION)
     # Chosen by measurement: the best test loss in 5 minutes on a 2-core laptop CPU. Narrower and
-    # smaller batches won: in a fixed time, more optimizer steps beat a bigger model (see README).
+    # smaller batches won: in a fixed time, more optimizer steps beat a bigger model (docs/lessons/12-training-in-a-budget.md).
     model_defaults = dict(
         block_size=256,  # the original tinyLLM's context: a few lines of verse
         n_layer=3,  # the original tinyLLM's depth
@@ -29,13 +29,13 @@ class Shakespeare(Text):
         dropout=0.0,  # 5 minutes is far too short to overfit 1 MB of text
     )
     train_defaults = dict(
-        optimizer="muon",  # 5 min, cased, 3 seeds: 1.60 against AdamW's 1.76 (README, time_to_quality.py)
+        optimizer="muon",  # 5 min, cased, 3 seeds: 1.60 against AdamW's 1.76 (docs/log.md, time_to_quality.py)
         schedule="wsd",  # the peak rate for 80% of the budget, then down to min_lr
         batch_size=8,  # 8 x 256 tokens a step; batch 16 and 32 lost to more, noisier steps
         lr=3e-3,  # high for a tiny model; 5e-3 was no better
-        muon_lr_scale=1.5,  # Muon's rate 4.5e-3: 1,500 steps 0.02 better than 1x, 0.67x worse (README)
+        muon_lr_scale=1.5,  # Muon's rate 4.5e-3: 1,500 steps 0.02 better than 1x, 0.67x worse (docs/log.md)
         min_lr=3e-4,  # the cosine ends at a tenth of the peak
-        ema_decay=0.995,  # end on the weights' average over the last ~200 steps: beat 0.98 with 4 seeds (README)
+        ema_decay=0.995,  # end on the weights' average over the last ~200 steps: beat 0.98 with 4 seeds (docs/log.md)
         warmup_iters=50,  # the first steps are noisy; 50 is about 1% of the run
         max_time=300.0,  # the five-minute model; the schedule is fitted to it
         max_iters=None,  # time, not steps, is the budget

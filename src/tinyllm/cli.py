@@ -240,9 +240,22 @@ def cmd_eval(args: argparse.Namespace, parser: Parser) -> int:
     result = evaluate(run, data_path=args.data, batches=args.batches)
     if args.json:
         print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
+        return 0
+    baselines, note = result.pop("baselines"), result.pop("baselines_note", None)
+    bits, passed = result.pop("baselines_bits_per_char", None) or {}, result.pop("baselines_passed_at", {})
+    for key, value in result.items():
+        print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
+    if baselines is None:
+        print(f"         baselines: {note}")
+        return 0
+    print("counting baselines (this run's training split; test loss; when the model first went below):")
+    for name, loss in baselines.items():
+        when = passed[name]
+        at = f"step {when['step']:,} ({when['seconds']:.0f} s)" if when else "not passed"
+        per_char = f", {bits[name]:.3f} bits/char" if name in bits else ""
+        print(f"{name:>18}: {loss:.4f} nats/token{per_char}, {at}")
+    if note:
+        print(f"         baselines: {note}")
     return 0
 
 
@@ -252,11 +265,22 @@ def cmd_plot(args: argparse.Namespace, parser: Parser) -> int:
 
     if len(args.runs) == 1 and args.metric is None and args.x is None and args.out is None:
         config = RunDirectory(args.runs[0]).read_config()  # one run: its own PNGs, as training draws them
+        _count_baselines(args.runs[0])
         for path in plot_run(Path(args.runs[0]), title=config["task"]):
             print(path)
         return 0
     print(plot_runs([Path(r) for r in args.runs], args.metric or "test_loss", args.x or "step", args.out))
     return 0
+
+
+def _count_baselines(run_dir: str) -> None:
+    """Count a text run's baselines for its test-loss plot, if its data can be found (else say so)."""
+    from .inference import load, run_baselines
+
+    try:
+        run_baselines(load(run_dir))
+    except TinyLLMError as e:
+        print(f"tinyllm: no counting baselines on the plot: {e}", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace, parser: Parser) -> int:

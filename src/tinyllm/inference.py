@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .bpe import HFTokenizer
-from .errors import CheckpointError, ConfigError, UsageError
+from .errors import CheckpointError, ConfigError, DataError, UsageError
 from .model import GPT, GPTConfig
 from .rundir import RunDirectory
 from .runtime import resolve_device
@@ -198,7 +198,43 @@ def evaluate(run: Run, data_path: str | None = None, batches: int = 100, seed: i
     if task.loss_in_bits_per_char(result["test_loss"]) is not None:
         result["test_bits_per_char"] = task.loss_in_bits_per_char(result["test_loss"])
     result.update(task.metrics(task_model, run.device, full=True))
+    result.update(run_baselines(run, prepared=True))
     return result
+
+
+def run_baselines(run: Run, data_path: str | None = None, prepared: bool = False) -> dict[str, Any]:
+    """The counting baselines of a text run (`baselines.py`), in nats per token and bits per character,
+    and when the model passed each; for other tasks, why there are none. Counted when first asked
+    for and kept in the run folder; where the run's text cannot be read now, the kept figures are
+    given as they are (a note says they could not be checked against the text)."""
+    from .baselines import counted_baselines, kept_baselines, passed_at
+    from .plots import read_metrics
+
+    task = run.task
+    if not task.has_counting_baselines:
+        return {"baselines": None, "baselines_note": f"{task.name} is not a text task: no counting baselines"}
+    note = None
+    try:
+        if not prepared:
+            task.prepare(data_path, tokenizer=run.tokenizer)
+        tokens = task.train_tokens.numpy(), task.test_tokens.numpy()
+        baselines = counted_baselines(run.run_dir, *tokens, run.tokenizer.vocab_size)
+    except DataError as e:
+        kept = kept_baselines(run.run_dir)
+        if kept is None:
+            return {"baselines": None, "baselines_note": f"no text to count on: {e}"}
+        baselines, note = kept, f"as counted before; the text could not be read to check them: {e}"
+    try:
+        records = read_metrics(run.run_dir / "metrics.jsonl")
+    except CheckpointError:  # an imported run has no metrics
+        records = []
+    bits = {name: task.loss_in_bits_per_char(loss) for name, loss in baselines.items()} if note is None else None
+    return {
+        "baselines": baselines,
+        "baselines_bits_per_char": bits,
+        "baselines_passed_at": passed_at(records, baselines),
+        **({"baselines_note": note} if note else {}),
+    }
 
 
 def evaluate_lengths(run: Run, lengths: list[int], problems: int = 200) -> dict[str, Any]:

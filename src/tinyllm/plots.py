@@ -83,6 +83,7 @@ def plot_run(run_dir: Path, title: str = "") -> list[Path]:
     if evals:
         ax.plot([r["iter"] for r in evals], [r["test_loss"] for r in evals], "o-", ms=3, label="test")
         ax.plot([r["iter"] for r in evals], [r["eval_train_loss"] for r in evals], "--", alpha=0.6, label="train")
+    _draw_baselines(ax, run_dir)
     _save(plt, fig, ax, run_dir / "test_loss.png")
     written.append(run_dir / "test_loss.png")
 
@@ -102,6 +103,20 @@ def plot_run(run_dir: Path, title: str = "") -> list[Path]:
         _save(plt, fig, ax, run_dir / f"{name}.png")
         written.append(run_dir / f"{name}.png")
     return written
+
+
+def _draw_baselines(ax, run_dir: Path) -> None:
+    """The counting baselines as labelled horizontal lines, where `baselines.json` holds them (only
+    read here, never computed: plots are drawn inside a training's time budget)."""
+    try:
+        baselines = json.loads((run_dir / "baselines.json").read_text(encoding="utf-8"))["baselines"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for name, loss in baselines.items():
+        ax.axhline(loss, color="0.6", lw=0.8, ls=":")
+        ax.annotate(
+            name, (1.0, loss), xycoords=("axes fraction", "data"), fontsize=7, color="0.4", ha="right", va="bottom"
+        )
 
 
 def plot_accuracy_by_length(

@@ -20,7 +20,7 @@ import pytest
 
 import tinyllm
 
-from ..conftest import TINY_CLI_FLAGS
+from ..conftest import SHAKESPEARE_EXCERPT, TINY_CLI_FLAGS
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[dev]')"
@@ -44,6 +44,8 @@ def served(tiny_run, tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     source = Path(os.environ.get("TINYLLM_SCREENSHOT_RUN", tiny_run))
     shutil.copytree(source, folder / "shakespeare", ignore=shutil.ignore_patterns(".lock"))
+    if "TINYLLM_SCREENSHOT_RUN" not in os.environ:  # count the baselines on the text the run was trained on
+        tinyllm.inference.run_baselines(tinyllm.load(folder / "shakespeare"), data_path=SHAKESPEARE_EXCERPT)
     return folder
 
 
@@ -124,6 +126,16 @@ def test_runs_list_and_curves(page, served, server):
     line = page.locator('#curves polyline[data-series="test_loss"]')
     line.wait_for()
     assert int(line.get_attribute("data-count")) == len(tests) and float(line.get_attribute("data-last")) == tests[-1]
+    # the counting baselines: one line each on the loss chart, at the API's values, and when they were passed
+    api = json.loads(urllib.request.urlopen(f"{server}/api/runs/shakespeare/baselines", timeout=60).read())
+    page.wait_for_function("document.querySelectorAll('#curves line.baseline').length == 7", timeout=60_000)
+    drawn = page.locator("#curves line.baseline").evaluate_all(
+        "ls => ls.map(l => [l.dataset.baseline, Number(l.dataset.value)])"
+    )
+    assert dict(drawn) == api["baselines"]
+    passed = page.locator("#baselines").inner_text()
+    for name, at in api["passed_at"].items():
+        assert (f"{name} at step {at['step']}" if at else f"{name} not yet") in passed
     screenshot(page, "runs", "#runs")
 
 

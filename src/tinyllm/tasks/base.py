@@ -142,6 +142,9 @@ class Task:
 
     default_max_new_tokens: int = 500
     example_prompt: ClassVar[str] = ""  # what the page's prompt box starts with
+    # True for tasks whose data is one text, split in two: `tinyllm eval` then counts n-gram baselines
+    # on its training tokens (`baselines.py`; the task has `train_tokens` and `test_tokens`)
+    has_counting_baselines: ClassVar[bool] = False
     # True when a plain tokenizer reads the task's prompts (text, shakespeare): `tinyllm export` can
     # then write a Hugging Face model folder of the run
     exports_to_hf: ClassVar[bool] = False

@@ -69,6 +69,7 @@ def _read_one(path: Path) -> str:
 
 class Text(Task):
     name = "text"
+    has_counting_baselines = True  # baselines.py: n-gram models of the same split, to compare against
     example_prompt = "The "  # the page's first prompt
     description = "a language model of your own text (--data FILE_OR_FOLDER; characters or BPE)"
     options = (

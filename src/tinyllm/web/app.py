@@ -5,6 +5,7 @@
     POST /api/runs/NAME/generate        sampler settings -> tokens as server-sent events
     POST /api/runs/NAME/inspect         {"prompt"} -> tokens, attention, logit lens, sampler stages
     GET  /api/runs/NAME/embeddings      token embeddings in 2-D (+ the task's own views)
+    GET  /api/runs/NAME/baselines       counting baselines of a text run's split, and when the model passed each
     GET  /                              the page (static files shipped in the package)
 
 Every mistake is a 4xx with a JSON body `{"error": "..."}` (422 for a malformed request); the model
@@ -31,7 +32,7 @@ from starlette.exceptions import HTTPException
 from ..errors import TinyLLMError
 from ..sampling import SamplingParams
 from .library import RunLibrary, RunNotFound
-from .views import embeddings, inspect_prompt
+from .views import baselines, embeddings, inspect_prompt
 
 STATIC = Path(__file__).parent / "static"
 MAX_PROMPT_CHARS = 4000  # a prompt longer than this is refused (the models' contexts are far shorter)
@@ -95,6 +96,17 @@ def create_app(root: str | Path, only: str | None = None) -> FastAPI:
     async def run_embeddings(name: str) -> dict[str, Any]:
         run = await run_in_threadpool(library.run, name)
         return await run_in_threadpool(embeddings, run)
+
+    @app.get("/api/runs/{name}/baselines")
+    async def run_baselines(name: str) -> dict[str, Any]:
+        run = await run_in_threadpool(library.run, name)
+        found = await run_in_threadpool(baselines, run)  # counted once, then read from the run folder
+        return {
+            "baselines": found["baselines"],
+            "bits_per_char": found.get("baselines_bits_per_char"),
+            "passed_at": found.get("baselines_passed_at"),
+            "note": found.get("baselines_note"),
+        }
 
     @app.post("/api/runs/{name}/generate")
     async def generate(name: str, request: GenerateRequest) -> StreamingResponse:

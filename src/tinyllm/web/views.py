@@ -2,16 +2,18 @@
 
 - `inspect_prompt`: tokens, every head's attention, the logit lens and the sampler's stages.
 - `embeddings`: the token embeddings in 2-D, and the task's own views (`Task.page_views`).
+- `baselines`: counting models of a text run's own split, for lines on the loss chart.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
 
 from ..errors import UsageError
-from ..inference import Run
+from ..inference import Run, run_baselines
 from ..inspection import STAGES, logit_lens, pca_2d, sampler_stages, trace
 from ..sampling import SamplingParams
 
@@ -84,3 +86,12 @@ def embeddings(run: Run) -> dict[str, Any]:
         {**view, "y": _r(torch.tensor(view["y"]), 4)} for view in run.task.page_views(run.model, run.device)
     ]
     return result
+
+
+_counting = threading.Lock()  # one count at a time: a run's task is prepared in place
+
+
+def baselines(run: Run) -> dict[str, Any]:
+    """The counting baselines of a text run, and when the model passed each (`inference.run_baselines`)."""
+    with _counting:
+        return run_baselines(run)

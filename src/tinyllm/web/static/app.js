@@ -65,9 +65,25 @@ function selectRun(summary) {
   $("#output").textContent = "";
   $("#status").textContent = `${summary.name}: ${summary.task}`;
   showError("");
+  state.baselines = null;
+  $("#baselines").textContent = "";
   clearTimeout(state.timer);
   pollMetrics();
   loadEmbeddings();
+  loadBaselines();
+}
+
+async function loadBaselines() {
+  // counting models of the run's own split (uniform ... Kneser-Ney 6-gram): lines on the loss chart
+  const name = state.run;
+  try {
+    const data = await api(`/api/runs/${encodeURIComponent(name)}/baselines`);
+    if (name !== state.run || !data.baselines) return;
+    state.baselines = data;
+    const passed = Object.entries(data.passed_at).map(([k, at]) => at ? `${k} at step ${at.step}` : `${k} not yet`);
+    $("#baselines").textContent = `below the counting baselines: ${passed.join(", ")}`;
+    drawCurves();
+  } catch (e) { /* no data file for the counts here: the curves stand alone */ }
 }
 
 async function pollMetrics() {
@@ -86,9 +102,10 @@ async function pollMetrics() {
 
 function drawCurves() {
   const evals = state.records.filter((r) => "test_loss" in r);
+  const lines = state.baselines ? Object.entries(state.baselines.baselines) : [];
   const charts = [
     chart("loss", [["train_loss", state.records, "#9bb7ec", false], ["test_loss", evals, "#c2410c", true],
-      ["eval_train_loss", evals, "#2f6fde", true]]),
+      ["eval_train_loss", evals, "#2f6fde", true]], 420, 220, lines),
     chart("learning rate", [["lr", state.records, "#2f6fde", false]]),
   ];
   const extra = [...new Set(evals.flatMap(Object.keys))].filter((k) => k.endsWith("accuracy") || k.endsWith("bits_per_char"));
@@ -96,9 +113,10 @@ function drawCurves() {
   $("#curves").replaceChildren(...charts);
 }
 
-function chart(title, series, width = 420, height = 220) {
+function chart(title, series, width = 420, height = 220, lines = []) {
   const pad = 38;
   const points = series.flatMap(([key, rows]) => rows.filter((r) => Number.isFinite(r[key])).map((r) => [r.iter, r[key]]));
+  if (points.length) lines.forEach(([, value]) => points.push([points[0][0], value]));  // the range holds the lines
   const svg = el("svg:svg", { class: "chart", width, height, "data-title": title });
   svg.append(el("svg:text", { x: pad, y: 14, text: title }));
   if (!points.length) return svg;
@@ -117,6 +135,10 @@ function chart(title, series, width = 420, height = 220) {
     }));
     svg.append(el("svg:text", { x: width - 150, y: 30 + 13 * i, fill: color, text: key, style: `fill:${color}` }));
   });
+  lines.forEach(([label, value]) => svg.append(
+    el("svg:line", { x1: pad, x2: width - 10, y1: Y(value), y2: Y(value), class: "baseline", "data-baseline": label, "data-value": value }),
+    el("svg:text", { x: pad + 2, y: Y(value) - 2, class: "baseline-label", text: label }),
+  ));
   return svg;
 }
 

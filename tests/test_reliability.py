@@ -51,17 +51,17 @@ def wait_for_lines(run: Path, more_than: int, proc: subprocess.Popen, timeout: f
 
 @pytest.mark.slow
 def test_sigkill_at_any_moment_loses_nothing_but_the_last_steps(tmp_path):
-    """5 SIGKILLs at varied moments, with a checkpoint every step (so many land inside writes)."""
+    """4 SIGKILLs at varied moments, with a checkpoint every step (so many land inside writes)."""
     run = tmp_path / "run"
     max_iters = 120
     schedule = ["--max-iters", str(max_iters), "--eval-interval", "10", "--checkpoint-interval", "1"]
     kills = 0
-    for attempt in range(5):
+    for attempt in range(4):
         resuming = ["--resume"] if (run / "config.json").exists() else []
         done = len(metrics(run)) if (run / "metrics.jsonl").exists() else 0
         proc = start_training(run, *schedule, *resuming)
         if wait_for_lines(run, done, proc):
-            time.sleep((attempt * 7 % 13) / 1000)  # 0, 7, 1, 8, 2 ms into training: mid-step or mid-write
+            time.sleep((attempt * 7 % 13) / 1000)  # 0, 7, 1, 8 ms into training: mid-step or mid-write
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.communicate(timeout=60)
@@ -69,7 +69,7 @@ def test_sigkill_at_any_moment_loses_nothing_but_the_last_steps(tmp_path):
         if (run / "resume.safetensors").exists():
             _, meta = load_tensors(run / "resume.safetensors")
             assert 1 <= meta["iter"] <= max_iters
-    assert kills >= 4
+    assert kills >= 3
 
     proc = start_training(run, *schedule, "--resume")
     _, err = proc.communicate(timeout=120)

@@ -194,7 +194,6 @@ def main() -> None:
         if name == "muon":
             p.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), **SUBCOMMANDS[args.what](args)}
     report(result, args.out)
 

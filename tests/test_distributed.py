@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tinyllm.snapshots import snapshot_path, snapshot_steps
 from tinyllm.training import Trainer
 
 from .conftest import TINY_CLI_FLAGS
@@ -60,3 +61,6 @@ def test_torchrun_trains_the_cli_and_only_rank_0_writes(tmp_path):
     proc = subprocess.run([*TORCHRUN, *args, "--resume"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [json.loads(line)["iter"] for line in (out / "metrics.jsonl").read_text().splitlines()] == list(range(1, 10))
+    # rank 0 keeps the snapshots, continuing its plan after the resume, and the last step
+    steps = snapshot_steps(out)
+    assert steps[0] == 1 and steps[-1] == 9 and all(load_file(snapshot_path(out, s)) for s in steps)

@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from tinyllm.config import TrainConfig
 from tinyllm.errors import ConfigError
 from tinyllm.runs import Interrupted, train
 from tinyllm.schedule import budget_progress, learning_rate
+from tinyllm.snapshots import snapshot_path, snapshot_steps
 from tinyllm.speed.onednn import onednn_available
 from tinyllm.training import Trainer, make_optimizer
 
@@ -152,6 +154,10 @@ def test_resume_continues_iteration_count_and_learning_rate(
         train("shakespeare", data_path=SHAKESPEARE_EXCERPT, out_dir=tmp_path / "cut", **settings)
     monkeypatch.setattr(Trainer, "step", original_step)
     assert [r["iter"] for r in read(tmp_path / "cut" / "metrics.jsonl")] == list(range(1, 16))
+    # a snapshot written after the checkpoint (by a run killed later) is stale: resuming replaces it
+    later = next(step for step in snapshot_steps(tmp_path / "full") if step > 15)
+    shutil.copy(snapshot_path(tmp_path / "cut", 1), snapshot_path(tmp_path / "cut", later))
+    shutil.copy(snapshot_path(tmp_path / "cut", 1), snapshot_path(tmp_path / "cut", 29))  # off the plan: removed
 
     result = train("shakespeare", data_path=SHAKESPEARE_EXCERPT, out_dir=tmp_path / "cut", resume=True, **settings)
     assert result.iters == 30
@@ -163,6 +169,11 @@ def test_resume_continues_iteration_count_and_learning_rate(
     assert resumed[-1]["test_loss"] == full[-1]["test_loss"]
     full_weights, resumed_weights = (load_file(tmp_path / run / "model.safetensors") for run in ("full", "cut"))
     assert all(torch.equal(full_weights[name], resumed_weights[name]) for name in full_weights)
+    # the snapshots continue the plan: the same steps and weights as the run that was never cut
+    assert snapshot_steps(tmp_path / "cut") == snapshot_steps(tmp_path / "full")
+    for step in snapshot_steps(tmp_path / "full"):
+        full_snap, cut_snap = (load_file(snapshot_path(tmp_path / run, step)) for run in ("full", "cut"))
+        assert all(torch.equal(full_snap[name], cut_snap[name]) for name in full_snap), step
 
 
 def test_existing_run_is_not_overwritten(tiny_run):

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from .config import TrainConfig
 from .errors import TinyLLMError, UsageError
-from .flags import CheckpointEvery, add_config_flags, add_task_flags, count, length_list
+from .flags import CheckpointEvery, add_config_flags, add_task_flags, checkpoint_name, count, length_list
 from .model import GPTConfig
 from .sampling import SamplingParams
 from .speed import SpeedSettings
@@ -39,7 +39,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--data", help="a local copy of the task's data file")
     p.add_argument("--batches", type=lambda t: count(t, 1), default=100, help="batches per split (default 100)")
-    p.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    p.add_argument(
+        "--checkpoint", type=checkpoint_name, default="last", help="last (default), best, or step:N (a snapshot)"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
@@ -102,7 +104,12 @@ def build_parser() -> Parser:
         action="store_true",
         help="torch.compile the decode step: faster per token, but compiling takes seconds (long outputs only)",
     )
-    p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="which weights to load")
+    p.add_argument(
+        "--checkpoint",
+        type=checkpoint_name,
+        default="last",
+        help="which weights: last (default), best, or step:N (a snapshot, see the run's snapshots/)",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     p.add_argument(
         "--stats", action="store_true", help="print the tokens, seconds and tokens/s of the generation to stderr"

@@ -85,6 +85,12 @@ class TrainConfig:
     checkpoint_seconds: float | None = setting(
         None, "and/or every this many seconds", optional(positive_number), parse=duration, flag=False
     )
+    snapshots: int = setting(
+        16,
+        "keep the weights at N moments, dense early (log-spaced), plus the last step, in snapshots/ as 16-bit"
+        " floats: the page's step slider and --checkpoint step:N read them (0: none)",
+        non_negative_int,
+    )
     # -- the machine --
     seed: int = setting(1337, "random seed (a CPU run with the same seed repeats exactly)", non_negative_int)
     device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda or mps", _device)

@@ -103,6 +103,13 @@ def count(text: str, minimum: int) -> int:
     return value
 
 
+def checkpoint_name(text: str) -> str:
+    """--checkpoint: last, best, or step:N (a snapshot)."""
+    if text in ("last", "best") or (text.startswith("step:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected last, best or step:N (a snapshot's step, like step:500), got {text!r}")
+
+
 def length_list(text: str) -> list[int]:
     """--lengths: '1-30' or '1-10,15,20' -> the operand lengths, each from 1 to 100."""
     lengths: list[int] = []

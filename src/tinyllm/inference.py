@@ -24,6 +24,7 @@ from .rundir import RunDirectory
 from .runtime import resolve_device
 from .sampling import SamplingParams, generate, stream
 from .settings import positive_int
+from .snapshots import parse_step
 from .tasks import Task, get_task
 from .tokenizer import tokenizer_from_dict
 from .training import mean_loss
@@ -151,12 +152,13 @@ class Run:
 def load(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: str = "cpu") -> Run:
     """Load a trained run: `tinyllm.load("runs/shakespeare").complete("to be")`.
 
-    `checkpoint` is "last" (model.safetensors) or "best" (best.safetensors, lowest test loss).
+    `checkpoint` is "last" (model.safetensors), "best" (best.safetensors, lowest test loss) or
+    "step:N", the snapshot of step N (`snapshots.py`; a step with none is an error listing those there are).
     Only JSON and safetensors are read: loading never executes code from the run directory, and it
     needs no lock: a run that is still training can be loaded (its files are replaced atomically).
     """
-    if checkpoint not in ("last", "best"):
-        raise UsageError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    if checkpoint not in ("last", "best") and parse_step(checkpoint) is None:
+        raise UsageError(f"checkpoint must be 'last', 'best' or 'step:N', got {checkpoint!r}")
     run = RunDirectory(run_dir)
     config = run.read_config()
     try:

@@ -8,6 +8,7 @@
       best.safetensors     the weights with the lowest test loss so far      (--checkpoint best)
       resume.safetensors   latest weights + optimizer + random states + counters  (--resume)
       metrics.jsonl        one JSON object per training step (test_loss etc. on evaluation steps)
+      snapshots/           step_<N>.safetensors: the weights at moments along the way (snapshots.py)
       train_loss.png, test_loss.png, lr.png (+ one per task metric, e.g. accuracy.png)
 
 Every file is written atomically (`checkpoint.atomic_write`: a temporary file, then a rename), so a
@@ -48,6 +49,7 @@ from .checkpoint import (
 )
 from .errors import CheckpointError, TinyLLMError, UsageError
 from .plots import read_metrics
+from .snapshots import load_snapshot, parse_step, remove_snapshots
 
 try:
     import fcntl
@@ -111,7 +113,11 @@ class RunDirectory:
         return evals[-1] if evals else None
 
     def load_weights(self, model: torch.nn.Module, checkpoint: str = "last") -> None:
-        """Copy the `checkpoint` ("last" or "best") weights into `model` (a `GPT`)."""
+        """Copy the `checkpoint` ("last", "best" or "step:N", a snapshot) weights into `model` (a `GPT`)."""
+        step = parse_step(checkpoint)
+        if step is not None:
+            load_model_tensors(model, load_snapshot(self.path, step), self.path / "snapshots")
+            return
         path = self.path / WEIGHTS[checkpoint]
         if not path.exists():
             raise CheckpointError(f"{self.path} has no {path.name} (has training saved a checkpoint yet?)")
@@ -165,6 +171,7 @@ class RunDirectory:
         self._check_locked()
         for name in ("metrics.jsonl", WEIGHTS["last"], WEIGHTS["best"], RESUME):
             (self.path / name).unlink(missing_ok=True)
+        remove_snapshots(self.path)
 
     def write_config(self, config: dict[str, Any], tokenizer_json: str) -> None:
         self._check_locked()

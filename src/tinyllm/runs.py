@@ -30,6 +30,7 @@ from .plots import plot_run
 from .resolve import Settings, resolve
 from .rundir import RunDirectory, check_new_run
 from .runtime import Runtime, process_group
+from .snapshots import take_snapshots
 from .tasks import Task
 from .tokenizer import tokenizer_from_dict
 from .training import Trainer
@@ -179,7 +180,7 @@ def _prepare_directory(run, trainer, settings, model_config, resume, overwrite, 
 
 
 def _write_run_as_it_trains(run: RunDirectory, trainer: Trainer, task: Task, block_size: int) -> None:
-    """The run directory's callbacks: a metrics line per step, plots per evaluation, checkpoints."""
+    """The run directory's callbacks: a metrics line per step, snapshots, plots per evaluation, checkpoints."""
 
     sequences_per_step = trainer.config.batch_size * trainer.config.grad_accum * trainer.runtime.dist.world_size
 
@@ -201,6 +202,7 @@ def _write_run_as_it_trains(run: RunDirectory, trainer: Trainer, task: Task, blo
             plot_run(run.path, title=task.name)
             drawn_at = trainer.elapsed
 
+    take_snapshots(trainer, run.path)  # the weights at moments along the way (snapshots.py)
     trainer.add_callback("step", log_step)
     trainer.add_callback("eval", redraw_plots)
     trainer.add_callback(

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .batching import MAX_BATCH, MAX_QUEUE
 from .config import TrainConfig
 from .errors import TinyLLMError, UsageError
 from .flags import CheckpointEvery, add_config_flags, add_task_flags, checkpoint_name, count, length_list
@@ -86,7 +87,12 @@ def build_parser() -> Parser:
     # sample
     p = sub.add_parser("sample", help="complete a prompt with a trained model")
     p.add_argument("run", metavar="RUN", help="run directory, e.g. runs/shakespeare")
-    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument(
+        "--prompt",
+        action="append",
+        required=True,
+        help="the text to continue; repeat it for several prompts, decoded together in one batch",
+    )
     p.add_argument(
         "--max-new-tokens", type=lambda t: count(t, 0), default=None, help="tokens to generate (default: the task's)"
     )
@@ -143,6 +149,18 @@ def build_parser() -> Parser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=lambda t: count(t, 0), default=8000, help="port (default 8000)")
     p.add_argument("--open", action="store_true", help="open the page in the system's browser")
+    p.add_argument(
+        "--max-batch",
+        type=lambda t: count(t, 1),
+        default=MAX_BATCH,
+        help=f"generations of a run decoded together, one token each per step (default {MAX_BATCH}); more wait",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=lambda t: count(t, 0),
+        default=MAX_QUEUE,
+        help=f"generations that may wait for a place (default {MAX_QUEUE}); past it a request gets 429 + Retry-After",
+    )
 
     sub.add_parser("tasks", help="list the tasks")
     return parser
@@ -204,20 +222,20 @@ def cmd_sample(args: argparse.Namespace, parser: Parser) -> int:
     )
     echo = run.task.continues_text
     start = time.perf_counter()
-    if args.num_samples == 1:
-        pieces = run.stream(args.prompt, args.max_new_tokens, **options)  # validates first
+    if len(args.prompt) == 1 and args.num_samples == 1:
+        pieces = run.stream(args.prompt[0], args.max_new_tokens, **options)  # validates first
         if echo:
-            sys.stdout.write(args.prompt)
+            sys.stdout.write(args.prompt[0])
         for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
-    else:
-        texts = run.sample(args.prompt, args.num_samples, args.max_new_tokens, **options)
-        for i, text in enumerate(texts):
-            if i:
-                print("-" * 40)
-            print((args.prompt if echo else "") + text)
+    else:  # every prompt's samples decoded together, then printed in order
+        samples = run.sample(args.prompt, args.num_samples, args.max_new_tokens, **options)
+        texts = [
+            (prompt if echo else "") + text for prompt, row in zip(args.prompt, samples, strict=True) for text in row
+        ]
+        print(("\n" + "-" * 40 + "\n").join(texts))
     if args.stats:
         seconds = time.perf_counter() - start
         how = ("KV cache" if not args.no_cache else "no cache") + (", compiled" if args.compile else "")
@@ -311,7 +329,14 @@ def cmd_serve(args: argparse.Namespace, parser: Parser) -> int:
 
     if args.port > 65535:
         raise UsageError(f"--port must be from 0 to 65535, got {args.port}")
-    serve(args.path, host=args.host, port=args.port, open_browser=args.open)
+    serve(
+        args.path,
+        host=args.host,
+        port=args.port,
+        open_browser=args.open,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+    )
     return 0
 
 

@@ -11,19 +11,20 @@ that might be the start of a stop string.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .batching import MAX_BATCH, MAX_QUEUE, DecodeLoop, Generation
 from .bpe import HFTokenizer
-from .errors import CheckpointError, ConfigError, DataError, UsageError
+from .errors import CheckpointError, ConfigError, DataError, TinyLLMError, UsageError
 from .model import GPT, GPTConfig
 from .rundir import RunDirectory
 from .runtime import resolve_device
-from .sampling import SamplingParams, generate, stream
-from .settings import positive_int
+from .sampling import SamplingParams, stream
+from .settings import non_negative_int, positive_int
 from .snapshots import parse_step
 from .tasks import Task, get_task
 from .tokenizer import tokenizer_from_dict
@@ -35,16 +36,64 @@ def _stop_index(text: str, stops: list[str]) -> int:
     return min((text.find(s) for s in stops if s in text), default=-1)
 
 
+class TextPieces:
+    """A generation's text, piece by piece as its tokens arrive (`feed`), then the rest (`finish`).
+
+    Text that might be the start of a stop string is held back until it is clear that it is not,
+    so a stop string is never shown; `stopped` turns True when one appears. A task whose
+    completion is not a continuation of the prompt (addition's reversed answer) shows it at the end.
+    """
+
+    def __init__(self, task: Task, prompt: str, stops: list[str]) -> None:
+        self.task, self.prompt, self.stops = task, prompt, stops
+        self.holdback = max((len(s) for s in stops), default=1) - 1
+        self.ids: list[int] = []
+        self.shown = 0
+        self.stopped = False
+
+    def feed(self, token: int) -> str:
+        """The new text this token makes showable ("" for none yet)."""
+        self.ids.append(token)
+        if not self.task.continues_text or self.stopped:
+            return ""
+        text = self.task.tokenizer.decode(self.ids)
+        cut = _stop_index(text, self.stops)
+        if cut >= 0:
+            self.stopped = True
+            piece, self.shown = text[self.shown : cut], cut
+            return piece
+        if len(text) - self.holdback > self.shown:
+            piece, self.shown = text[self.shown : len(text) - self.holdback], len(text) - self.holdback
+            return piece
+        return ""
+
+    def finish(self) -> str:
+        """What is left to show once the generation has ended."""
+        if self.stopped:
+            return ""
+        final = self.task.decode_completion(self.prompt, self.ids)
+        cut = _stop_index(final, self.stops)
+        return (final if cut < 0 else final[:cut])[self.shown :]
+
+    def text(self) -> str:
+        """The whole completion (after the generation ended)."""
+        final = self.task.decode_completion(self.prompt, self.ids)
+        cut = _stop_index(final, self.stops)
+        return final if cut < 0 else final[:cut]
+
+
 class Run:
     """A trained model, its tokenizer and its task, ready to complete prompts."""
 
-    def __init__(self, run_dir: Path, model: GPT, task: Task, config: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, model: GPT, task: Task, config: dict[str, Any], checkpoint: str = "last") -> None:
         self.run_dir = Path(run_dir)
         self.model = model
         self.task = task
         self.tokenizer = task.tokenizer
         self.config = config
+        self.checkpoint = checkpoint  # which weights: last, best or step:N
         self.generated_tokens = 0  # by the last stream() or sample(), every row counted (tinyllm sample --stats)
+        self._loop: DecodeLoop | None = None
 
     def __repr__(self) -> str:
         return f"Run({str(self.run_dir)!r}, task={self.task.name!r}, params={self.model.num_params():,})"
@@ -53,19 +102,32 @@ class Run:
     def device(self) -> torch.device:
         return self.model.transformer.wte.weight.device
 
-    def _prepare(self, prompt: str, seed: int | None, stop: str | list[str] | None, num_samples: int = 1):
-        if not isinstance(prompt, str) or prompt == "":
-            raise UsageError("the prompt is empty: give at least one character")
-        ids = self.task.encode_prompt(prompt)
-        idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.device)
+    def decode_loop(self, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE) -> DecodeLoop:
+        """The loop that decodes this run's generations together (`batching.py`), made once."""
+        if self._loop is None:
+            self._loop = DecodeLoop(self.model, max_batch, max_queue)
+        return self._loop
+
+    def close(self) -> None:
+        """Let the decode loop's thread (a server's) end once its generations are done."""
+        if self._loop is not None:
+            self._loop.close()
+
+    def _generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self.device)
         if seed is None:
             generator.seed()
         else:
             generator.manual_seed(seed)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        stop_ids = [self.tokenizer.encode(s) for s in stops if s]
-        return idx, generator, [s for s in stops if s], stop_ids
+        return generator
+
+    def _prepare(self, prompt: str, stop: str | list[str] | None) -> tuple[list[int], list[str], list[list[int]]]:
+        """The prompt's ids, the stop strings and their ids, checked."""
+        if not isinstance(prompt, str) or prompt == "":
+            raise UsageError("the prompt is empty: give at least one character")
+        ids = self.task.encode_prompt(prompt)
+        stops = [s for s in ([stop] if isinstance(stop, str) else list(stop or [])) if s]
+        return ids, stops, [self.tokenizer.encode(s) for s in stops]
 
     def stream(
         self,
@@ -78,7 +140,7 @@ class Run:
         compile: bool = False,
         **sampler: Any,
     ) -> Iterator[str]:
-        """Yield the completion of `prompt` piece by piece, as it is generated.
+        """Yield the completion of `prompt` piece by piece, decoded on its own, as it is generated.
 
         `sampler`: the settings of `sampling.SamplingParams` by name (temperature=0.8, top_k=20, ...).
         Text that might be the start of a stop string is held back until it is clear that it is
@@ -87,43 +149,54 @@ class Run:
         # everything is checked here, before the first piece is asked for (a generator would wait)
         params = SamplingParams.from_options(sampler)
         max_new_tokens = self.task.max_new_tokens(prompt) if max_new_tokens is None else max_new_tokens
-        idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop)
-        options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)
+        ids, stops, stop_ids = self._prepare(prompt, stop)
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+        options = dict(stop=stop_ids, use_cache=use_cache, generator=self._generator(seed), compile=compile)
         tokens = stream(self.model, idx, max_new_tokens, params, **options)  # checks its arguments now
-        return self._pieces(prompt, tokens, stops)
+        return self._pieces(TextPieces(self.task, prompt, stops), tokens)
 
-    def _pieces(self, prompt: str, tokens: Iterator[torch.Tensor], stops: list[str]) -> Iterator[str]:
-        holdback = max((len(s) for s in stops), default=1) - 1
-        text, shown = "", 0
-        ids: list[int] = []
+    def _pieces(self, pieces: TextPieces, tokens: Iterator[torch.Tensor]) -> Iterator[str]:
         self.generated_tokens = 0
         for token in tokens:
-            self.generated_tokens += token.numel()
-            ids.append(int(token[0]))
-            if not self.task.continues_text:
-                continue
-            text = self.tokenizer.decode(ids)
-            cut = _stop_index(text, stops)
-            if cut >= 0:
-                yield text[shown:cut]
+            self.generated_tokens += 1
+            piece = pieces.feed(int(token[0]))
+            if piece:
+                yield piece
+            if pieces.stopped:
                 return
-            if len(text) - holdback > shown:
-                yield text[shown : len(text) - holdback]
-                shown = len(text) - holdback
-        final = self.task.decode_completion(prompt, ids)
-        cut = _stop_index(final, stops)
-        final = final if cut < 0 else final[:cut]
-        if final[shown:]:
-            yield final[shown:]
+        rest = pieces.finish()
+        if rest:
+            yield rest
 
     def complete(self, prompt: str, max_new_tokens: int | None = None, **options: Any) -> str:
         """The completion of `prompt` (without the prompt). Options as in `stream`."""
         return "".join(self.stream(prompt, max_new_tokens, **options))
 
-    def sample(
+    def submit(
         self,
         prompt: str,
-        num_samples: int,
+        max_new_tokens: int | None = None,
+        *,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        notify: Callable[[], None] | None = None,
+        loop: DecodeLoop | None = None,
+        **sampler: Any,
+    ) -> tuple[Generation, TextPieces]:
+        """Queue `prompt` in the run's decode loop (or `loop`); everything is checked first.
+        Returns the generation (its `tokens` grow as the loop steps) and its `TextPieces`."""
+        params = SamplingParams.from_options(sampler)
+        max_new_tokens = self.task.max_new_tokens(prompt) if max_new_tokens is None else max_new_tokens
+        non_negative_int("max_new_tokens", max_new_tokens)
+        ids, stops, stop_ids = self._prepare(prompt, stop)
+        g = Generation(ids, max_new_tokens, params, self._generator(seed), stop_ids, notify)
+        (loop or self.decode_loop()).submit(g)
+        return g, TextPieces(self.task, prompt, stops)
+
+    def sample(
+        self,
+        prompts: str | list[str],
+        num_samples: int = 1,
         max_new_tokens: int | None = None,
         *,
         stop: str | list[str] | None = None,
@@ -131,22 +204,37 @@ class Run:
         use_cache: bool = True,
         compile: bool = False,
         **sampler: Any,
-    ) -> list[str]:
-        """`num_samples` completions of one prompt, decoded as one batch (the prompt is prefilled once).
-        Options as in `stream`."""
+    ) -> list[str] | list[list[str]]:
+        """`num_samples` completions of a prompt (a list of texts), or of each prompt of a list (a list
+        per prompt), all decoded together in one batch (`batching.py`). Sample i is drawn with
+        `seed + i`: the same text as `complete(prompt, seed=seed + i)`. Options as in `stream`
+        (with `use_cache=False` or `compile=True` each sample is decoded on its own, as `stream` does)."""
         positive_int("num_samples", num_samples)
-        params = SamplingParams.from_options(sampler)
-        max_new_tokens = self.task.max_new_tokens(prompt) if max_new_tokens is None else max_new_tokens
-        idx, generator, stops, stop_ids = self._prepare(prompt, seed, stop, num_samples)
-        options = dict(stop=stop_ids, use_cache=use_cache, generator=generator, compile=compile)
-        out = generate(self.model, idx, max_new_tokens, params, **options)
-        self.generated_tokens = out[:, idx.shape[1] :].numel()
-        texts = []
-        for row in out[:, idx.shape[1] :].tolist():
-            text = self.task.decode_completion(prompt, row)
-            cut = _stop_index(text, stops)
-            texts.append(text if cut < 0 else text[:cut])
-        return texts
+        texts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not texts:
+            raise UsageError("no prompts: give a prompt, or a list of at least one")
+        seeds = [None if seed is None else seed + i for i in range(num_samples)]
+        if not use_cache or compile:
+            options = dict(stop=stop, use_cache=use_cache, compile=compile, **sampler)
+            done = [[self.complete(p, max_new_tokens, seed=s, **options) for s in seeds] for p in texts]
+        else:
+            loop = DecodeLoop(self.model, max_batch=MAX_BATCH, max_queue=len(texts) * num_samples)
+            jobs = [
+                [self.submit(p, max_new_tokens, stop=stop, seed=s, loop=loop, **sampler) for s in seeds] for p in texts
+            ]
+            loop.run_until_done()
+            self.generated_tokens = sum(len(g.tokens) for row in jobs for g, _ in row)
+            for g, _ in (job for row in jobs for job in row):
+                if g.error:
+                    raise TinyLLMError(g.error)
+            done = [[_text_of(g, pieces) for g, pieces in row] for row in jobs]
+        return done[0] if isinstance(prompts, str) else done
+
+
+def _text_of(g: Generation, pieces: TextPieces) -> str:
+    for token in g.tokens:
+        pieces.feed(token)
+    return pieces.text()
 
 
 def load(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: str = "cpu") -> Run:
@@ -181,7 +269,7 @@ def load(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: str = 
     model = GPT(model_config)
     run.load_weights(model, checkpoint)
     model.to(resolve_device(device)).eval()
-    return Run(run.path, model, task, config)
+    return Run(run.path, model, task, config, checkpoint)
 
 
 def evaluate(run: Run, data_path: str | None = None, batches: int = 100, seed: int = 0) -> dict[str, Any]:

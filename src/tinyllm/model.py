@@ -31,7 +31,7 @@ from .settings import boolean, check_fields, fraction, from_dict, positive_int, 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from .kv_cache import KVCache, LayerKVCache
+    from .kv_cache import BatchKVCache, KVCache, LayerKVCache
 
 
 @dataclass
@@ -107,16 +107,22 @@ class CausalSelfAttention(nn.Module):
         # (Split, then transpose each: the backward pass then joins the three gradients with one
         # `cat`, where one permute of all three would cost an extra copy of the whole (B, T, 3C).)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        mask = None
         if kv_cache is not None:
             # Generation: store this step's keys/values and attend over everything cached so far.
             # The cache is either empty (a prompt of T tokens: causal) or gets one token (T == 1:
-            # the new token may look at every cached position, so no mask is needed).
+            # the new token may look at every cached position, so no causal mask is needed). Rows
+            # decoded together from different lengths (`BatchKVCache`) each see only their own
+            # keys: `mask` (B, 1, 1, L) says which; a cache of one length for all rows has none.
             k, v = kv_cache.update(k, v)
+            mask = kv_cache.mask
         if T == 1 and kv_cache is not None and torch.compiler.is_compiling():
             # A compiled decode step (`sampling.CompiledDecodeStep`): one query over the cache,
             # written as the plain maths, which torch.compile fuses into a loop or two. The fused
             # kernel below is built for many queries; for a single one its fixed cost dominates.
             scores = (q * k).sum(dim=-1, keepdim=True) / math.sqrt(k.shape[-1])  # (B, n_head, L, 1)
+            if mask is not None:
+                scores = scores.masked_fill(~mask.transpose(-1, -2), float("-inf"))
             y = (scores.softmax(dim=2) * v).sum(dim=2, keepdim=True)  # (B, n_head, 1, head_dim)
         else:
             # scaled_dot_product_attention picks a fused kernel (flash attention where available):
@@ -125,6 +131,7 @@ class CausalSelfAttention(nn.Module):
                 q,
                 k,
                 v,
+                attn_mask=mask,
                 dropout_p=self.dropout if self.training else 0.0,
                 is_causal=T > 1,
             )
@@ -205,7 +212,7 @@ class GPT(nn.Module):
             n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
         return n
 
-    def position_embedding(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def position_embedding(self, idx: torch.Tensor, kv_cache: KVCache | BatchKVCache | None = None) -> torch.Tensor:
         """The position embeddings added to tokens `idx` (B, T): (T, C) for learned positions, which
         continue after the cache, or (B, T, C) for abacus positions, which depend on the tokens."""
         B, T = idx.shape
@@ -213,11 +220,13 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
         if self.config.positions == "learned":
+            if kv_cache is not None and kv_cache.lengths is not None:  # rows at different lengths (batching.py)
+                return self.transformer.wpe(kv_cache.lengths[:, None] + torch.arange(T, device=idx.device))
             return self.transformer.wpe.weight[start : start + T]  # positions start .. start+T-1
         rows = abacus_rows(idx, self.config.abacus_marker, self.config.abacus_size, kv_cache, self.training)
         return self.transformer.wpe(rows)  # positions.py: a digit's place in its number
 
-    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, kv_cache: KVCache | BatchKVCache | None = None) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token ids `idx` (B, T). With a cache, positions continue after it."""
         x = self.transformer.drop(self.transformer.wte(idx) + self.position_embedding(idx, kv_cache))
         for i, block in enumerate(self.transformer.h):

@@ -11,6 +11,7 @@ import sys
 import webbrowser
 from pathlib import Path
 
+from ..batching import MAX_BATCH, MAX_QUEUE
 from ..errors import UsageError
 
 
@@ -33,13 +34,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(path: str | Path = "runs", host: str = "127.0.0.1", port: int = 8000, open_browser: bool = False) -> None:
+def serve(
+    path: str | Path = "runs",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    open_browser: bool = False,
+    max_batch: int = MAX_BATCH,
+    max_queue: int = MAX_QUEUE,
+) -> None:
     import uvicorn
 
     from .app import create_app
 
     root, only = resolve_folder(path)
-    app = create_app(root, only)
+    app = create_app(root, only, max_batch, max_queue)
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{port}"
     if not is_loopback(host):

@@ -8,16 +8,19 @@
     GET  /api/runs/NAME/baselines       counting baselines of a text run's split, and when the model passed each
     GET  /                              the page (static files shipped in the package)
 
-Every mistake is a 4xx with a JSON body `{"error": "..."}` (422 for a malformed request); the model
-runs in worker threads, off the event loop, so a long generation never blocks the page for others.
+Every mistake is a 4xx with a JSON body `{"error": "..."}` (422 for a malformed request). Each loaded
+run has one decode loop (`batching.py`), in a thread of its own, that steps every generation of that
+run together; a request beyond `max_batch` waits its turn, beyond `max_queue` waiting it gets a 429
+with Retry-After. Inspecting runs in worker threads, off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import typing
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,9 @@ from pydantic import ConfigDict, Field, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from ..batching import MAX_BATCH, MAX_QUEUE, Generation, QueueFull
 from ..errors import TinyLLMError
+from ..inference import TextPieces
 from ..sampling import SamplingParams
 from .library import RunLibrary, RunNotFound
 from .views import baselines, embeddings, inspect_prompt
@@ -38,6 +43,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_PROMPT_CHARS = 4000  # a prompt longer than this is refused (the models' contexts are far shorter)
 MAX_NEW_TOKENS = 2000  # per generation: enough for pages of text, not enough to tie up a worker for long
 MAX_STOPS = 8
+RETRY_AFTER_S = 2  # a refused generation (429) is told to try again after this many seconds
 
 
 def _sampler_fields() -> dict[str, Any]:
@@ -71,9 +77,12 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(root: str | Path, only: str | None = None) -> FastAPI:
-    """The app serving the runs in folder `root` (or only the run `only` inside it)."""
-    library = RunLibrary(Path(root), only)
+def create_app(
+    root: str | Path, only: str | None = None, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE
+) -> FastAPI:
+    """The app serving the runs in folder `root` (or only the run `only` inside it). Each loaded run
+    decodes its generations together, `max_batch` at a time; `max_queue` more may wait (then 429)."""
+    library = RunLibrary(Path(root), only, max_batch, max_queue)
     app = FastAPI(title="tinyllm", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.library = library
     _add_error_handlers(app)
@@ -110,11 +119,12 @@ def create_app(root: str | Path, only: str | None = None) -> FastAPI:
 
     @app.post("/api/runs/{name}/generate")
     async def generate(name: str, request: GenerateRequest) -> StreamingResponse:
-        run = await run_in_threadpool(library.run, name)
+        run, loop = await run_in_threadpool(library.decode_loop, name)
         options = request.model_dump(exclude={"prompt", "max_new_tokens"})  # the sampler's, seed and stop
-        # everything is checked here, before the stream starts: a mistake is a 400, not a broken stream
-        pieces = await run_in_threadpool(lambda: run.stream(request.prompt, request.max_new_tokens, **options))
-        return StreamingResponse(_events(pieces), media_type="text/event-stream")
+        waiter = Waiter(asyncio.get_running_loop())
+        # everything is checked here, before the stream starts: a mistake is a 400 (a full queue a 429)
+        g, pieces = run.submit(request.prompt, request.max_new_tokens, loop=loop, notify=waiter.notify, **options)
+        return StreamingResponse(_events(g, pieces, waiter), media_type="text/event-stream")
 
     @app.get("/")
     def page() -> FileResponse:
@@ -124,24 +134,58 @@ def create_app(root: str | Path, only: str | None = None) -> FastAPI:
     return app
 
 
-def _events(pieces: Iterator[str]) -> Iterator[str]:
-    """Server-sent events: one `token` event per piece of text, then `done` with the whole text.
-    A sync generator: Starlette runs it in a worker thread."""
-    text = ""
+class Waiter:
+    """Wakes one response's coroutine when the decode loop (another thread) has new tokens for it.
+    Tokens that arrive while it is busy are taken together at its next wake: one wake-up, not one per token."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self.event, self.pending = loop, asyncio.Event(), False
+
+    def notify(self) -> None:  # from the decode loop's thread
+        if not self.pending:
+            self.pending = True
+            self.loop.call_soon_threadsafe(self.event.set)
+
+    async def wait(self) -> None:
+        await self.event.wait()
+        self.event.clear()
+        self.pending = False  # before the tokens are read: any token after this wakes us again
+
+
+async def _events(g: Generation, pieces: TextPieces, waiter: Waiter) -> AsyncIterator[str]:
+    """Server-sent events: a `token` event per piece of text, then `done` with the whole text (or
+    `error`). A closed connection cancels the generation: its row is free at the loop's next step."""
+    text, seen = "", 0
     try:
-        for piece in pieces:
-            text += piece
-            yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
-    except TinyLLMError as e:  # after the stream started, an error can only be an event
-        yield f"event: error\ndata: {json.dumps({'error': str(e)})}\n\n"
-        return
-    yield f"event: done\ndata: {json.dumps({'text': text})}\n\n"
+        while not pieces.stopped:
+            await waiter.wait()
+            new = g.tokens[seen:]
+            seen += len(new)
+            piece = "".join(pieces.feed(token) for token in new)
+            ended = g.finished and seen == len(g.tokens)
+            if ended and g.error:
+                yield f"event: error\ndata: {json.dumps({'error': g.error})}\n\n"
+                return
+            if ended:
+                piece += pieces.finish()
+            if piece:
+                text += piece
+                yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
+            if ended:
+                break
+        yield f"event: done\ndata: {json.dumps({'text': text})}\n\n"
+    finally:
+        g.cancel()
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RunNotFound)
     async def not_found(request: Request, exc: RunNotFound) -> JSONResponse:
         return error(404, str(exc))
+
+    @app.exception_handler(QueueFull)
+    async def busy(request: Request, exc: QueueFull) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=429, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(TinyLLMError)
     async def bad_request(request: Request, exc: TinyLLMError) -> JSONResponse:

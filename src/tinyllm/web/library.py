@@ -17,6 +17,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from ..batching import MAX_BATCH, MAX_QUEUE, DecodeLoop
 from ..errors import CheckpointError, TinyLLMError
 from ..inference import Run, load
 from ..model import GPTConfig
@@ -34,9 +35,10 @@ class RunNotFound(TinyLLMError):
 class RunLibrary:
     """The runs of one folder (or one run folder served on its own)."""
 
-    def __init__(self, root: Path, only: str | None = None) -> None:
+    def __init__(self, root: Path, only: str | None = None, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE):
         self.root = root.resolve()
         self.only = only  # serving one run folder: its name
+        self.max_batch, self.max_queue = max_batch, max_queue
         self._loaded: OrderedDict[str, tuple[float, Run]] = OrderedDict()
         self._records: dict[str, tuple[tuple[int, int], list[dict[str, Any]]]] = {}  # name -> (file stamp, records)
         self._lock = threading.Lock()
@@ -123,11 +125,22 @@ class RunLibrary:
                 return cached[1]
         run = load(self.path(name))
         with self._lock:
+            replaced = self._loaded.get(name)
             self._loaded[name] = (stamp, run)
             self._loaded.move_to_end(name)
+            dropped = [replaced[1]] if replaced is not None else []
             while len(self._loaded) > LOADED_RUNS:
-                self._loaded.popitem(last=False)
+                dropped.append(self._loaded.popitem(last=False)[1][1])
+        for old in dropped:
+            old.close()  # its decode loop's thread ends once its generations are done
         return run
+
+    def decode_loop(self, name: str) -> tuple[Run, DecodeLoop]:
+        """The loaded run and its decode loop, stepping in its own thread."""
+        run = self.run(name)
+        loop = run.decode_loop(self.max_batch, self.max_queue)
+        loop.start()
+        return run, loop
 
 
 def _count_params(model: dict[str, Any]) -> int | None:

@@ -111,9 +111,10 @@ class DecodeLoop:
 
     def start(self) -> None:
         """Step in a thread of its own whenever there is work (a server's loop)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="tinyllm-decode", daemon=True)
-            self._thread.start()
+        with self._wake:  # one thread steps the loop, however many requests ask at once
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="tinyllm-decode", daemon=True)
+                self._thread.start()
 
     def close(self) -> None:
         """Let the thread end once the generations it has are done (a run unloaded or reloaded)."""

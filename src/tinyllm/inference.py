@@ -10,7 +10,9 @@ that might be the start of a stop string.
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +21,14 @@ import torch
 
 from .batching import MAX_BATCH, MAX_QUEUE, DecodeLoop, Generation
 from .bpe import HFTokenizer
+from .checkpoint import load_model_tensors
 from .errors import CheckpointError, ConfigError, DataError, TinyLLMError, UsageError
 from .model import GPT, GPTConfig
 from .rundir import RunDirectory
 from .runtime import resolve_device
 from .sampling import SamplingParams, stream
 from .settings import non_negative_int, positive_int
-from .snapshots import parse_step
+from .snapshots import load_snapshot, parse_step
 from .tasks import Task, get_task
 from .tokenizer import tokenizer_from_dict
 from .training import mean_loss
@@ -94,6 +97,7 @@ class Run:
         self.checkpoint = checkpoint  # which weights: last, best or step:N
         self.generated_tokens = 0  # by the last stream() or sample(), every row counted (tinyllm sample --stats)
         self._loop: DecodeLoop | None = None
+        self._making_loop = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Run({str(self.run_dir)!r}, task={self.task.name!r}, params={self.model.num_params():,})"
@@ -104,9 +108,16 @@ class Run:
 
     def decode_loop(self, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE) -> DecodeLoop:
         """The loop that decodes this run's generations together (`batching.py`), made once."""
-        if self._loop is None:
-            self._loop = DecodeLoop(self.model, max_batch, max_queue)
+        with self._making_loop:
+            if self._loop is None:
+                self._loop = DecodeLoop(self.model, max_batch, max_queue)
         return self._loop
+
+    def at_step(self, step: int) -> Run:
+        """This run with the weights of its snapshot at `step` (`snapshots.py`); the task and tokenizer shared."""
+        model = copy.deepcopy(self.model)
+        load_model_tensors(model, load_snapshot(self.run_dir, step), self.run_dir / "snapshots")
+        return Run(self.run_dir, model, self.task, self.config, f"step:{step}")
 
     def close(self) -> None:
         """Let the decode loop's thread (a server's) end once its generations are done."""

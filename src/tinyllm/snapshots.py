@@ -86,14 +86,15 @@ def nearest(steps: list[int], step: int, count: int = 3) -> list[int]:
     return sorted(sorted(steps, key=lambda s: (abs(s - step), s))[:count])
 
 
-def missing_step_message(run_dir: Path, step: int) -> str:
+def missing_step_message(run_dir: Path, step: int, nearest_only: bool = False) -> str:
+    """ "No snapshot at step N", with the steps there are (all of them, or only the nearest three)."""
     steps = snapshot_steps(run_dir)
     if not steps:
-        return f"{run_dir} has no snapshots (train with --snapshots N to keep some)"
-    if len(steps) <= 20:
-        return f"{run_dir} has no snapshot at step {step}; its snapshots are at steps {', '.join(map(str, steps))}"
-    shown = ", ".join(map(str, nearest(steps, step)))
-    return f"{run_dir} has no snapshot at step {step}; the nearest are at steps {shown} ({len(steps)} in all)"
+        return f"{Path(run_dir).name} has no snapshots (train with --snapshots N to keep some)"
+    if nearest_only:
+        shown = ", ".join(map(str, nearest(steps, step)))
+        return f"no snapshot at step {step}; the nearest are at steps {shown} ({len(steps)} in all)"
+    return f"{run_dir} has no snapshot at step {step}; its snapshots are at steps {', '.join(map(str, steps))}"
 
 
 def load_snapshot(run_dir: Path, step: int) -> dict[str, torch.Tensor]:

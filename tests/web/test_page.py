@@ -243,6 +243,15 @@ def test_a_training_run_grows_its_curve_while_the_page_is_open(page, served, ser
             f"() => Number(document.querySelector('#curves polyline[data-series=train_loss]').dataset.count) > {first}",
             timeout=30_000,
         )
+        # the snapshots it writes as it goes join the step slider
+        slider = page.locator("#step-slider")
+        known = len((slider.get_attribute("data-steps") or "").split(","))
+        page.wait_for_function(
+            f"() => document.querySelector('#step-slider').dataset.steps.split(',').length > {known}", timeout=30_000
+        )
+        shown = [int(s) for s in slider.get_attribute("data-steps").split(",")]
+        listed = json.loads(urllib.request.urlopen(f"{server}/api/runs/live/snapshots", timeout=30).read())["steps"]
+        assert shown == listed[: len(shown)] and int(slider.get_attribute("max")) == len(shown)
     finally:
         proc.terminate()  # Ctrl-C's signal's cousin: the run checkpoints and stops; its metrics are final
         proc.wait(timeout=60)

@@ -265,9 +265,16 @@ class Addition(Task):
         truth = add_digits(a, b)
         accuracy = (self.written(gpt, a, b, device)[:, : truth.shape[1]] == truth).float().mean(0)
         title = "accuracy of each answer digit (least significant first)"
-        return [
-            {"name": "digit_accuracy", "title": title, "x": list(range(1, truth.shape[1] + 1)), "y": accuracy.tolist()}
-        ]
+        guide = {
+            "what": f"{problems} random problems with {self.digits}-digit operands, answered greedily: the share "
+            "of problems whose answer digit 1 (units), 2 (tens), ... is right. The answer is written least "
+            "significant digit first, as you add by hand.",
+            "notice": "The units digit needs no carry and is learned first; each later digit waits for the carry "
+            "from the one before it, so the bars rise from left to right.",
+            "try": "Play the step slider from the start and note the step at which each bar passes 0.9.",
+        }
+        x = list(range(1, truth.shape[1] + 1))
+        return [{"name": "digit_accuracy", "title": title, "x": x, "y": accuracy.tolist(), "guide": guide}]
 
     # ---------------------------------------------------------------- prompts
 

@@ -118,7 +118,8 @@ class Task:
 
     def page_views(self, gpt: GPT, device: torch.device) -> list[dict[str, Any]]:
         """The task's own pictures on `tinyllm serve`'s page, beside the embeddings: bar charts
-        `{"name", "title", "x": [...], "y": [...]}`. None by default."""
+        `{"name", "title", "x": [...], "y": [...], "guide": {"what", "notice", "try"}}` (the guide's
+        words for the view: what the numbers are, what to notice, what to try). None by default."""
         return []
 
     def epochs(self, tokens_seen: int) -> float | None:

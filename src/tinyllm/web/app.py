@@ -2,9 +2,11 @@
 
     GET  /api/runs                      every run: task, parameters, steps, best test loss, last change
     GET  /api/runs/NAME/metrics?since=N the run's metrics.jsonl records after iteration N
+    GET  /api/runs/NAME/snapshots       the steps the run kept snapshots of (ascending)
     POST /api/runs/NAME/generate        sampler settings -> tokens as server-sent events
-    POST /api/runs/NAME/inspect         {"prompt"} -> tokens, attention, logit lens, sampler stages
-    GET  /api/runs/NAME/embeddings      token embeddings in 2-D (+ the task's own views)
+    POST /api/runs/NAME/inspect         {"prompt", "step"?} -> tokens, attention, logit lens, sampler stages
+    GET  /api/runs/NAME/embeddings?step=N  token embeddings in 2-D (+ the task's own views)
+                                        (step: a snapshot's weights; absent, the latest)
     GET  /api/runs/NAME/baselines       counting baselines of a text run's split, and when the model passed each
     GET  /                              the page (static files shipped in the package)
 
@@ -24,7 +26,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -71,6 +73,7 @@ class GenerateRequest(Sampler):
 
 class InspectRequest(Sampler):
     prompt: str = Field(max_length=MAX_PROMPT_CHARS)
+    step: int | None = Field(default=None, ge=0)  # a snapshot's step (absent: the latest weights)
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -95,16 +98,20 @@ def create_app(
     def run_metrics(name: str, since: int = 0) -> dict[str, Any]:
         return {"name": name, "records": library.metrics(name, since)}
 
+    @app.get("/api/runs/{name}/snapshots")
+    def run_snapshots(name: str) -> dict[str, Any]:
+        return {"steps": library.snapshot_steps(name)}
+
     @app.post("/api/runs/{name}/inspect")
     async def inspect(name: str, request: InspectRequest) -> dict[str, Any]:
         params = request.params()
-        run = await run_in_threadpool(library.run, name)
-        return await run_in_threadpool(inspect_prompt, run, request.prompt, params)
+        run = await run_in_threadpool(library.run_at, name, request.step)
+        return {"step": request.step, **await run_in_threadpool(inspect_prompt, run, request.prompt, params)}
 
     @app.get("/api/runs/{name}/embeddings")
-    async def run_embeddings(name: str) -> dict[str, Any]:
-        run = await run_in_threadpool(library.run, name)
-        return await run_in_threadpool(embeddings, run)
+    async def run_embeddings(name: str, step: int | None = Query(default=None, ge=0)) -> dict[str, Any]:
+        run = await run_in_threadpool(library.run_at, name, step)
+        return {"step": step, **await run_in_threadpool(embeddings, run)}
 
     @app.get("/api/runs/{name}/baselines")
     async def run_baselines(name: str) -> dict[str, Any]:

@@ -23,9 +23,11 @@ from ..inference import Run, load
 from ..model import GPTConfig
 from ..plots import read_metrics
 from ..rundir import RunDirectory
+from ..snapshots import missing_step_message, snapshot_path, snapshot_steps
 from ..tasks import TASKS, Task
 
 LOADED_RUNS = 4  # models kept in memory at once (least recently used dropped first)
+LOADED_SNAPSHOTS = 64  # snapshots kept loaded: every step of four runs at the default 16 (+1); ~1.5 MB each
 
 
 class RunNotFound(TinyLLMError):
@@ -40,8 +42,10 @@ class RunLibrary:
         self.only = only  # serving one run folder: its name
         self.max_batch, self.max_queue = max_batch, max_queue
         self._loaded: OrderedDict[str, tuple[float, Run]] = OrderedDict()
+        self._snapshots: OrderedDict[tuple[str, int], tuple[int, Run]] = OrderedDict()  # (name, step) -> (stamp, run)
         self._records: dict[str, tuple[tuple[int, int], list[dict[str, Any]]]] = {}  # name -> (file stamp, records)
         self._lock = threading.Lock()
+        self._loading = threading.Lock()
 
     def names(self) -> list[str]:
         if self.only is not None:
@@ -117,12 +121,16 @@ class RunLibrary:
         weights = self.path(name) / "model.safetensors"
         if not weights.exists():
             raise CheckpointError(f"{name} has no weights yet (has training saved a checkpoint?)")
-        stamp = weights.stat().st_mtime_ns
-        with self._lock:
-            cached = self._loaded.get(name)
-            if cached is not None and cached[0] == stamp:
-                self._loaded.move_to_end(name)
-                return cached[1]
+        with self._loading:  # one load at a time: requests arriving together share it
+            stamp = weights.stat().st_mtime_ns
+            with self._lock:
+                cached = self._loaded.get(name)
+                if cached is not None and cached[0] == stamp:
+                    self._loaded.move_to_end(name)
+                    return cached[1]
+            return self._load(name, stamp)
+
+    def _load(self, name: str, stamp: int) -> Run:
         run = load(self.path(name))
         with self._lock:
             replaced = self._loaded.get(name)
@@ -133,6 +141,32 @@ class RunLibrary:
                 dropped.append(self._loaded.popitem(last=False)[1][1])
         for old in dropped:
             old.close()  # its decode loop's thread ends once its generations are done
+        return run
+
+    def snapshot_steps(self, name: str) -> list[int]:
+        return snapshot_steps(self.path(name))
+
+    def run_at(self, name: str, step: int | None) -> Run:
+        """The run at the snapshot of `step` (None: its latest weights). Snapshots are loaded once and
+        kept (the most recently used `LOADED_SNAPSHOTS`), so moving along the slider is quick."""
+        if step is None:
+            return self.run(name)
+        path = snapshot_path(self.path(name), step)
+        if not path.is_file():
+            raise CheckpointError(missing_step_message(self.path(name), step, nearest_only=True))
+        key = (name, step)
+        stamp = path.stat().st_mtime_ns  # a run trained again with --overwrite writes new snapshots
+        with self._lock:
+            cached = self._snapshots.get(key)
+            if cached is not None and cached[0] == stamp:
+                self._snapshots.move_to_end(key)
+                return cached[1]
+        run = self.run(name).at_step(step)
+        with self._lock:
+            self._snapshots[key] = (stamp, run)
+            self._snapshots.move_to_end(key)
+            while len(self._snapshots) > LOADED_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
         return run
 
     def decode_loop(self, name: str) -> tuple[Run, DecodeLoop]:

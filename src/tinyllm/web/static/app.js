@@ -3,7 +3,10 @@
 // whose data-* attributes carry the values, so tests can read what the page shows.
 "use strict";
 
-const state = { run: null, summary: null, records: [], lastIter: 0, inspected: null, position: null, timer: null };
+const state = {
+  run: null, summary: null, records: [], lastIter: 0, inspected: null, inspectedText: null, position: null, timer: null,
+  steps: [], step: null, playing: false, views: [],  // snapshot steps; the chosen one (null: the latest weights)
+};
 const $ = (selector) => document.querySelector(selector);
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -33,6 +36,7 @@ async function api(path, options = {}) {
 
 const visible = (text) => text.replace(/\n/g, "⏎").replace(/\t/g, "⇥").replace(/ /g, "·");
 const fmt = (x, digits = 3) => (x === null || x === undefined ? "–" : Number(x).toFixed(digits));
+const runPath = (tail) => `/api/runs/${encodeURIComponent(state.run)}/${tail}`;
 
 // ---- 1. runs and live curves ----
 
@@ -58,8 +62,13 @@ function selectRun(summary) {
   state.records = [];
   state.lastIter = 0;
   state.inspected = null;
+  state.inspectedText = null;
+  state.steps = [];
+  state.step = null;
+  state.playing = false;
   document.querySelectorAll("#runs-table tbody tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.name === summary.name));
   $("#prompt").value = summary.example_prompt;
+  state.position = null;
   $("#generate").hidden = false;
   $("#inspect").hidden = true;
   $("#output").textContent = "";
@@ -69,7 +78,7 @@ function selectRun(summary) {
   $("#baselines").textContent = "";
   clearTimeout(state.timer);
   pollMetrics();
-  loadEmbeddings();
+  loadSnapshots().then(loadEmbeddings);
   loadBaselines();
 }
 
@@ -92,9 +101,11 @@ async function pollMetrics() {
     const { records } = await api(`/api/runs/${encodeURIComponent(name)}/metrics?since=${state.lastIter}`);
     if (name !== state.run) return;
     if (records.length) {
+      const more = state.lastIter > 0;  // records after the first answer: the run is training now
       state.records.push(...records);
       state.lastIter = records[records.length - 1].iter;
       drawCurves();
+      if (more) loadSnapshots();  // a training writes snapshots as it goes: they join the slider
     }
   } catch (e) { showError(e.message); }
   if (name === state.run) state.timer = setTimeout(pollMetrics, 2000);
@@ -105,7 +116,7 @@ function drawCurves() {
   const lines = state.baselines ? Object.entries(state.baselines.baselines) : [];
   const charts = [
     chart("loss", [["train_loss", state.records, "#9bb7ec", false], ["test_loss", evals, "#c2410c", true],
-      ["eval_train_loss", evals, "#2f6fde", true]], 420, 220, lines),
+      ["eval_train_loss", evals, "#2f6fde", true]], 420, 220, lines, state.step),
     chart("learning rate", [["lr", state.records, "#2f6fde", false]]),
   ];
   const extra = [...new Set(evals.flatMap(Object.keys))].filter((k) => k.endsWith("accuracy") || k.endsWith("bits_per_char"));
@@ -113,7 +124,7 @@ function drawCurves() {
   $("#curves").replaceChildren(...charts);
 }
 
-function chart(title, series, width = 420, height = 220, lines = []) {
+function chart(title, series, width = 420, height = 220, lines = [], marker = null) {
   const pad = 38;
   const points = series.flatMap(([key, rows]) => rows.filter((r) => Number.isFinite(r[key])).map((r) => [r.iter, r[key]]));
   if (points.length) lines.forEach(([, value]) => points.push([points[0][0], value]));  // the range holds the lines
@@ -139,6 +150,10 @@ function chart(title, series, width = 420, height = 220, lines = []) {
     el("svg:line", { x1: pad, x2: width - 10, y1: Y(value), y2: Y(value), class: "baseline", "data-baseline": label, "data-value": value }),
     el("svg:text", { x: pad + 2, y: Y(value) - 2, class: "baseline-label", text: label }),
   ));
+  if (marker !== null) {  // the step the slider chose
+    svg.append(el("svg:line", { x1: X(marker), x2: X(marker), y1: 20, y2: height - 22, class: "step-marker", "data-marker-step": marker }),
+      el("svg:text", { x: X(marker) + 3, y: 28, class: "step-marker-label", text: `step ${marker}` }));
+  }
   return svg;
 }
 
@@ -211,16 +226,22 @@ async function* serverEvents(response) {
 
 async function inspect(text) {
   const body = { prompt: text, ...samplerSettings($("#generate-form"), false) };
-  state.inspected = await api(`/api/runs/${encodeURIComponent(state.run)}/inspect`, {
+  const step = state.step;
+  if (step !== null) body.step = step;
+  const inspected = await api(runPath("inspect"), {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   });
+  if (step !== state.step) return;  // the slider moved on while this was on its way
+  state.inspected = inspected;
+  state.inspectedText = text;
   $("#inspect").hidden = false;
+  $("#inspect").dataset.step = step ?? "latest";
   const tokens = state.inspected.tokens;
   $("#tokens").title = state.inspected.dropped ? `the first ${state.inspected.dropped} tokens are outside the model's window` : "";
   $("#tokens").replaceChildren(...tokens.map((t, i) => el("span", { class: "tok", "data-pos": i, text: visible(t), onclick: () => selectPosition(i) })));
   drawAttentionGrid();
   drawLogitLens();
-  selectPosition(tokens.length - 1);
+  selectPosition(state.position !== null && state.position < tokens.length ? state.position : tokens.length - 1);
 }
 
 function selectPosition(position) {
@@ -294,17 +315,70 @@ function drawLogitLens() {
 // ---- 6. embeddings ----
 
 async function loadEmbeddings() {
-  const name = state.run;
-  $("#embeddings").hidden = true;
-  if (!state.summary.has_weights) return;
+  const name = state.run, step = state.step;
+  if (!state.summary.has_weights) { $("#embeddings").hidden = true; return; }
   try {
-    const data = await api(`/api/runs/${encodeURIComponent(name)}/embeddings`);
-    if (name !== state.run) return;
+    const data = await api(runPath("embeddings") + (step === null ? "" : `?step=${step}`));
+    if (name !== state.run || step !== state.step) return;
     const views = [scatter("token embeddings (PCA, 2-D)", data.labels, data.points)];
-    for (const view of data.views) views.push(bars(view.title, view.x, view.y));  // the task's own (Task.page_views)
+    for (const view of data.views) {  // the task's own (Task.page_views), with the task's words for the guide
+      views.push(el("div", { class: "task-view", "data-tour": view.name, "data-view": view.name },
+        bars(view.title, view.x, view.y), view.guide ? guidePanel(view.name, { title: view.title, ...view.guide }) : ""));
+    }
+    state.views = data.views.map((v) => ({ name: v.name, title: v.title, ...v.guide }));
     $("#embedding-views").replaceChildren(...views);
+    $("#embeddings").dataset.step = step ?? "latest";
     $("#embeddings").hidden = false;
   } catch (e) { showError(e.message); }
+}
+
+// ---- the step slider: the views at a snapshot along the training ----
+
+async function loadSnapshots() {
+  const name = state.run;
+  try {
+    const { steps } = await api(runPath("snapshots"));
+    if (name !== state.run) return;
+    state.steps = steps;
+    const slider = $("#step-slider");
+    slider.max = steps.length;  // the last place is the latest weights
+    slider.value = state.step === null ? steps.length : Math.max(0, steps.indexOf(state.step));
+    slider.dataset.steps = steps.join(",");
+    slider.disabled = $("#play").disabled = !steps.length;
+    $("#steps").hidden = !state.summary.has_weights;
+    showStep();
+  } catch (e) { showError(e.message); }
+}
+
+function showStep() {
+  const total = state.summary.steps.toLocaleString();
+  $("#step-label").textContent = !state.steps.length ? "no snapshots in this run (train with --snapshots N)"
+    : state.step === null ? `latest weights (step ${total})` : `step ${state.step.toLocaleString()} of ${total}`;
+  $("#step-slider").dataset.step = state.step ?? "latest";
+}
+
+async function chooseStep(index) {
+  state.step = index >= state.steps.length ? null : state.steps[index];
+  $("#step-slider").value = index;
+  showStep();
+  drawCurves();
+  await Promise.all([state.inspectedText === null ? null : inspect(state.inspectedText), loadEmbeddings()]);
+}
+
+async function play() {
+  if (state.playing) { state.playing = false; return; }
+  const slider = $("#step-slider"), name = state.run;
+  let index = Number(slider.value) >= state.steps.length ? 0 : Number(slider.value) + 1;  // from the start at the end
+  state.playing = true;
+  $("#play").textContent = "\u275A\u275A pause";
+  try {
+    for (; state.playing && name === state.run && index <= state.steps.length; index++) {
+      await chooseStep(index);
+      await new Promise((resolve) => setTimeout(resolve, 700));
+    }
+  } catch (e) { showError(e.message); }
+  state.playing = false;
+  $("#play").textContent = "\u25B6 play";
 }
 
 function scatter(title, labels, points, size = 420) {
@@ -334,6 +408,8 @@ function bars(title, xs, values, width = 520, height = 220) {
 // ---- start ----
 
 $("#generate-form").addEventListener("submit", generate);
+$("#step-slider").addEventListener("input", (e) => { state.playing = false; chooseStep(Number(e.target.value)).catch((err) => showError(err.message)); });
+$("#play").addEventListener("click", play);
 $("#inspect-button").addEventListener("click", () => inspect($("#prompt").value).catch((e) => showError(e.message)));
-loadRuns();
+const runsLoaded = loadRuns();
 setInterval(loadRuns, 5000);

@@ -28,7 +28,9 @@ def recording(monkeypatch, module) -> dict:
     original = module.sample_next
 
     def sample_next(logits, seq, params, generator=None):
-        seen.setdefault(generator, []).append(logits.detach().clone())
+        generators = generator if isinstance(generator, list) else [generator]  # rows sampled together
+        for row, g in enumerate(generators):
+            seen.setdefault(g, []).append(logits[row : row + 1].detach().clone())
         return original(logits, seq, params, generator)
 
     monkeypatch.setattr(module, "sample_next", sample_next)
@@ -96,8 +98,8 @@ def test_a_failing_generation_never_stops_the_others(monkeypatch):
     failing = loop.submit(Generation([4, 5], 20, params, torch.Generator()))
     original = batching.sample_next
 
-    def broken_for_one(logits, seq, p, generator=None):
-        if generator is failing.generator and seq.shape[1] > 4:
+    def broken_for_one(logits, seq, p, generator=None):  # fails on its row, alone or sampled with others
+        if failing.generator in (generator if isinstance(generator, list) else [generator]) and failing.n > 4:
             raise RuntimeError("boom")
         return original(logits, seq, p, generator)
 

@@ -156,9 +156,10 @@ class DecodeLoop:
             self.cache.end_step()
         except Exception:  # one row's input breaks the batch: step each row alone, to end only that one
             logits = [self._forward_alone(row, newest[row : row + 1]) for row in range(len(self.active))]
+        tokens = self._sample(logits)
         for row, g in enumerate(self.active):
-            if logits[row] is not None:
-                self._next_token(row, g, logits[row])
+            if tokens[row] is not None:
+                self._next_token(row, g, tokens[row])
         for g in self.active:
             if g.notify is not None:
                 g.notify()
@@ -175,10 +176,37 @@ class DecodeLoop:
             self.active[row]._end(f"generation failed: {e}")
             return None
 
-    def _next_token(self, row: int, g: Generation, logits: torch.Tensor) -> None:
+    def _sample(self, logits: list[torch.Tensor | None]) -> list[int | None]:
+        """Each row's next token, from its logits (1, V), with its own settings and generator. Rows with
+        the same settings are sampled as one batch (each still draws from its own generator); the
+        repetition penalty reads each row's own text, so those rows are sampled one by one."""
+        groups: dict[SamplingParams, list[int]] = {}
+        for row, g in enumerate(self.active):
+            if logits[row] is not None:
+                together = g.params.repetition_penalty == 1.0
+                groups.setdefault(g.params if together else row, []).append(row)
+        tokens: list[int | None] = [None] * len(self.active)
+        for rows in groups.values():
+            gens = [self.active[row] for row in rows]
+            if len(rows) > 1:
+                try:
+                    stacked = torch.cat([logits[row] for row in rows])
+                    picked = sample_next(stacked, None, gens[0].params, [g.generator for g in gens]).tolist()
+                    for row, token in zip(rows, picked, strict=True):
+                        tokens[row] = token
+                    continue
+                except Exception:  # sample them one by one, to end only the one that fails
+                    pass
+            for row, g in zip(rows, gens, strict=True):
+                try:
+                    tokens[row] = int(sample_next(logits[row], g.seq[:, : g.n], g.params, g.generator))
+                except Exception as e:  # one failing generation never stops the others
+                    g._end(f"generation failed: {e}")
+        return tokens
+
+    def _next_token(self, row: int, g: Generation, token: int) -> None:
         try:
-            token = sample_next(logits, g.seq[:, : g.n], g.params, g.generator)
-            g._push(int(token))
+            g._push(token)
             if not g.finished:
                 new_start = window_start(g.n, g.start, self.block_size, self.shift)
                 if new_start != g.start:  # the window jumps: cache its tokens again, at positions 0..

@@ -163,26 +163,36 @@ def process_logits(logits: torch.Tensor, seq: torch.Tensor, params: SamplingPara
 
 
 def sample_next(
-    logits: torch.Tensor, seq: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    seq: torch.Tensor | None,
+    params: SamplingParams,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """Pick one token per row from next-token logits (B, V); `seq` (B, T) is the text so far."""
+    """Pick one token per row from next-token logits (B, V); `seq` (B, T) is the text so far (only the
+    repetition penalty reads it); `generator`: one, or one per row (see `draw`)."""
     logits = process_logits(logits.float(), seq, params)
     if params.temperature == 0:
         return torch.argmax(logits, dim=-1)  # the first maximum: deterministic
     return draw(F.softmax(logits, dim=-1), generator)
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def draw(probs: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
     """One token per row of `probs` (B, V), by inverse-CDF sampling.
 
     Lay the probabilities end to end on [0, total), throw one uniform number per row, and take the
     token whose stretch it lands in. Exactly the distribution `torch.multinomial` samples, but it
     needs one random number per row instead of one per token: cheaper at every decode step.
-    A token of probability 0 has a stretch of length 0, so it can never be drawn.
+    A token of probability 0 has a stretch of length 0, so it can never be drawn. `generator` may
+    be a list, one per row (generations decoded together, `batching.py`): each row's number then
+    comes from its own generator, as it would if the row were sampled alone.
     """
     cdf = probs.cumsum(dim=-1)
     total = cdf[:, -1:]
-    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=probs.dtype) * total
+    like = dict(device=probs.device, dtype=probs.dtype)
+    if isinstance(generator, (list, tuple)):
+        u = torch.cat([torch.rand((1, 1), generator=g, **like) for g in generator]) * total
+    else:
+        u = torch.rand(total.shape, generator=generator, **like) * total
     u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # stay below the top end
     return torch.searchsorted(cdf, u, right=True).squeeze(1)  # first token whose cdf exceeds u
 

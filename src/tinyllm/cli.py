@@ -53,38 +53,8 @@ def add_eval_parser(sub) -> None:
     )
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="tinyllm", description="Tiny GPT-style language models to train, sample and study.")
-    parser.add_argument("--version", action="version", version=f"tinyllm {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-
-    # train
-    p = sub.add_parser("train", help="train a task's model into a run directory", argument_default=argparse.SUPPRESS)
-    p.add_argument("task", choices=list(TASKS), metavar="TASK", help=f"one of: {', '.join(TASKS)}")
-    p.add_argument("--out", help="run directory (default: runs/TASK)")
-    p.add_argument("--config", help="TOML file of options (keys as the flags, e.g. n_layer = 4, max_time = '2m')")
-    p.add_argument("--data", help="a local copy of the task's data file (no download)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--init", metavar="RUN_OR_HF_DIR", help="start from these weights and tokenizer (a run, or a GPT-2 folder)"
-    )
-    add_config_flags(p.add_argument_group("model"), GPTConfig)
-    group = p.add_argument_group("training")
-    add_config_flags(group, TrainConfig, skip=("checkpoint_interval",))  # steps or seconds: below
-    group.add_argument(
-        "--checkpoint-interval",
-        action=CheckpointEvery,
-        help="checkpoint every N steps or every 90s/5m (default: at each evaluation)",
-    )
-    group.add_argument("--threads", type=lambda t: count(t, 1), help="CPU threads (default: PyTorch's, one per core)")
-    add_config_flags(p.add_argument_group("speed (the same maths, faster on some CPUs)"), SpeedSettings)
-    add_task_flags(p, TASKS)
-
-    # sample
+def add_sample_parser(sub) -> None:
+    """`tinyllm sample RUN --prompt TEXT`: complete prompts with a trained model."""
     p = sub.add_parser("sample", help="complete a prompt with a trained model")
     p.add_argument("run", metavar="RUN", help="run directory, e.g. runs/shakespeare")
     p.add_argument(
@@ -121,6 +91,62 @@ def build_parser() -> Parser:
         "--stats", action="store_true", help="print the tokens, seconds and tokens/s of the generation to stderr"
     )
 
+
+def add_serve_parser(sub) -> None:
+    """`tinyllm serve [FOLDER_OR_RUN]`: the local web page, and the decode loops behind it."""
+    p = sub.add_parser("serve", help="a local web page that shows the models inside")
+    p.add_argument(
+        "path", nargs="?", default="runs", metavar="FOLDER_OR_RUN", help="runs folder or one run (default runs)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=lambda t: count(t, 0), default=8000, help="port (default 8000)")
+    p.add_argument("--open", action="store_true", help="open the page in the system's browser")
+    p.add_argument(
+        "--max-batch",
+        type=lambda t: count(t, 1),
+        default=MAX_BATCH,
+        help=f"generations of a run decoded together, one token each per step (default {MAX_BATCH}); more wait",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=lambda t: count(t, 0),
+        default=MAX_QUEUE,
+        help=f"generations that may wait for a place (default {MAX_QUEUE}); past it a request gets 429 + Retry-After",
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="tinyllm", description="Tiny GPT-style language models to train, sample and study.")
+    parser.add_argument("--version", action="version", version=f"tinyllm {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    # train
+    p = sub.add_parser("train", help="train a task's model into a run directory", argument_default=argparse.SUPPRESS)
+    p.add_argument("task", choices=list(TASKS), metavar="TASK", help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--out", help="run directory (default: runs/TASK)")
+    p.add_argument("--config", help="TOML file of options (keys as the flags, e.g. n_layer = 4, max_time = '2m')")
+    p.add_argument("--data", help="a local copy of the task's data file (no download)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--init", metavar="RUN_OR_HF_DIR", help="start from these weights and tokenizer (a run, or a GPT-2 folder)"
+    )
+    add_config_flags(p.add_argument_group("model"), GPTConfig)
+    group = p.add_argument_group("training")
+    add_config_flags(group, TrainConfig, skip=("checkpoint_interval",))  # steps or seconds: below
+    group.add_argument(
+        "--checkpoint-interval",
+        action=CheckpointEvery,
+        help="checkpoint every N steps or every 90s/5m (default: at each evaluation)",
+    )
+    group.add_argument("--threads", type=lambda t: count(t, 1), help="CPU threads (default: PyTorch's, one per core)")
+    add_config_flags(p.add_argument_group("speed (the same maths, faster on some CPUs)"), SpeedSettings)
+    add_task_flags(p, TASKS)
+
+    add_sample_parser(sub)
     add_eval_parser(sub)
 
     # plot
@@ -141,26 +167,7 @@ def build_parser() -> Parser:
     p.add_argument("out", metavar="OUT", help="the run directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a run in OUT")
 
-    # serve
-    p = sub.add_parser("serve", help="a local web page that shows the models inside")
-    p.add_argument(
-        "path", nargs="?", default="runs", metavar="FOLDER_OR_RUN", help="runs folder or one run (default runs)"
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=lambda t: count(t, 0), default=8000, help="port (default 8000)")
-    p.add_argument("--open", action="store_true", help="open the page in the system's browser")
-    p.add_argument(
-        "--max-batch",
-        type=lambda t: count(t, 1),
-        default=MAX_BATCH,
-        help=f"generations of a run decoded together, one token each per step (default {MAX_BATCH}); more wait",
-    )
-    p.add_argument(
-        "--max-queue",
-        type=lambda t: count(t, 0),
-        default=MAX_QUEUE,
-        help=f"generations that may wait for a place (default {MAX_QUEUE}); past it a request gets 429 + Retry-After",
-    )
+    add_serve_parser(sub)
 
     sub.add_parser("tasks", help="list the tasks")
     return parser

@@ -70,6 +70,16 @@ def operands(text: str, longest: int, positions: str) -> tuple[str, str]:
     return numbers
 
 
+# The page's guide to the per-digit view (`page_views`): what it is, what to notice, what to try.
+DIGIT_ACCURACY_GUIDE = {
+    "what": "{} random problems with {}-digit operands, answered greedily: the share of problems whose answer "
+    "digit 1 (units), 2 (tens), ... is right. The answer is written least significant digit first, as you add by hand.",
+    "notice": "The units digit needs no carry and is learned first; each later digit waits for the carry from the "
+    "one before it, so the bars rise from left to right.",
+    "try": "Play the step slider from the start and note the step at which each bar passes 0.9.",
+}
+
+
 class Addition(Task):
     name = "addition"
     example_prompt = "1234+5678="  # the page's first prompt
@@ -265,14 +275,7 @@ class Addition(Task):
         truth = add_digits(a, b)
         accuracy = (self.written(gpt, a, b, device)[:, : truth.shape[1]] == truth).float().mean(0)
         title = "accuracy of each answer digit (least significant first)"
-        guide = {
-            "what": f"{problems} random problems with {self.digits}-digit operands, answered greedily: the share "
-            "of problems whose answer digit 1 (units), 2 (tens), ... is right. The answer is written least "
-            "significant digit first, as you add by hand.",
-            "notice": "The units digit needs no carry and is learned first; each later digit waits for the carry "
-            "from the one before it, so the bars rise from left to right.",
-            "try": "Play the step slider from the start and note the step at which each bar passes 0.9.",
-        }
+        guide = {**DIGIT_ACCURACY_GUIDE, "what": DIGIT_ACCURACY_GUIDE["what"].format(problems, self.digits)}
         x = list(range(1, truth.shape[1] + 1))
         return [{"name": "digit_accuracy", "title": title, "x": x, "y": accuracy.tolist(), "guide": guide}]
 

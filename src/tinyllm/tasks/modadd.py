@@ -28,6 +28,17 @@ from ..model import GPT, GPTConfig
 from ..tokenizer import SymbolTokenizer
 from .base import Batch, Task, TaskModel, TaskOption, score_last
 
+# The page's guide to the Fourier view (`page_views`): what it is, what to notice, what to try.
+FOURIER_GUIDE = {
+    "what": "Each number 0..P-1 has an embedding vector. Read the P vectors as P samples of a signal and take its "
+    "Fourier transform: each bar is how strongly the embeddings vary like a cosine and sine of that frequency "
+    "around the circle of residues.",
+    "notice": "While the model only memorises, the bars are low and even. When it groks (test accuracy jumps) a "
+    "handful of frequencies stand out: the model adds on a circle, with rotations.",
+    "try": "Move the step slider from the first snapshot to the last and watch when the tall bars appear; compare "
+    "it with the step where test accuracy jumps on the curves.",
+}
+
 
 class ModularAddition(Task):
     name = "modadd"
@@ -113,17 +124,8 @@ class ModularAddition(Task):
         """The number embeddings' Fourier spectrum: flat while memorising, a few tall bars once grokked."""
         norms = fourier_norms(gpt.transformer.wte.weight.detach().cpu()[: self.P])
         title = "number embeddings: norm per Fourier frequency"
-        guide = {
-            "what": "Each number 0..P-1 has an embedding vector. Read the P vectors as P samples of a signal and "
-            "take its Fourier transform: each bar is how strongly the embeddings vary like a cosine and sine of "
-            "that frequency around the circle of residues.",
-            "notice": "While the model only memorises, the bars are low and even. When it groks (test accuracy "
-            "jumps) a handful of frequencies stand out: the model adds on a circle, with rotations.",
-            "try": "Move the step slider from the first snapshot to the last and watch when the tall bars appear; "
-            "compare it with the step where test accuracy jumps on the curves.",
-        }
         x = list(range(self.P // 2 + 1))
-        return [{"name": "fourier", "title": title, "x": x, "y": norms.tolist(), "guide": guide}]
+        return [{"name": "fourier", "title": title, "x": x, "y": norms.tolist(), "guide": FOURIER_GUIDE}]
 
     def encode_prompt(self, text: str) -> list[int]:
         match = re.fullmatch(r"\s*(\d+)\s*\+\s*(\d+)\s*=\s*", text)

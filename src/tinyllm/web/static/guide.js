@@ -23,7 +23,7 @@ const GUIDE = {
   steps: {
     title: "Step slider: watch it learn",
     what: "Training kept the model's weights at moments along the way (snapshots, denser early where most changes). The slider picks one: the next-token, attention, logit-lens and embedding views then show that model, and the loss chart marks its step.",
-    notice: "Early snapshots guess letters by how common they are; within a few hundred steps one head looks at the previous token and the logit lens starts to predict pairs of letters; later it predicts words.",
+    notice: "In the first snapshots every head spreads its attention evenly and the model guesses from the current letter alone. The loss then sits on a plateau, until heads turn to the previous few letters and it falls again: the slider shows you when.",
     try: "Inspect a prompt, then press play and watch the views change step by step. Drag the slider back to the first snapshot and compare.",
   },
   next_token: {
@@ -41,7 +41,7 @@ const GUIDE = {
   logit_lens: {
     title: "Logit lens",
     what: "The residual stream after the embeddings and after each block, read through the final LayerNorm and the output layer as if the model stopped there. Each cell is that layer's top prediction for the next token at that position, shaded by its probability.",
-    notice: "The row after the embeddings can only guess from the current token (a bigram model). Later blocks refine the guess with context; the last row is the model's real prediction.",
+    notice: "The row after the embeddings mostly names the token it stands on: the output layer is the embedding matrix itself (weights are tied), so a token's own vector reads back as that token. Each block moves the guess towards the next token; the last row is the model's real prediction.",
     try: "Find a position where the first row is wrong and the last is right. Play the step slider and watch the rows grow confident.",
   },
   embeddings: {

@@ -174,7 +174,8 @@ def draw(result: dict, pictures: dict, folder: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
         digits = len(rows[0]["digit_accuracy"])
         for d in range(digits):
-            ax.plot(steps, [r["digit_accuracy"][d] for r in rows], marker=".", label=f"digit {d + 1}")
+            color = plt.cm.viridis(d / max(1, digits - 1))  # units (dark) to the highest digit (yellow)
+            ax.plot(steps, [r["digit_accuracy"][d] for r in rows], marker=".", color=color, label=f"digit {d + 1}")
         ax.set(xscale="log", xlabel="step (snapshots)", ylabel="accuracy", ylim=(0, 1.02))
         ax.legend(fontsize=7, ncol=2)
         save(fig, f"watch_{task}_digits_by_step.png")

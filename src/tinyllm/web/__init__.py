@@ -6,6 +6,7 @@ tinyllm serve runs/shakespeare --port 8123 --open
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import sys
 import webbrowser
@@ -58,6 +59,9 @@ def serve(
     print(f"tinyllm: serving {'the run ' + only if only else 'the runs in ' + str(root)} at {address} (Ctrl-C stops)")
     if open_browser:
         webbrowser.open(address)
+    # What is imported by now (torch, FastAPI, pydantic: ~200,000 objects) is never garbage. Frozen, the
+    # collector's full passes skip it: otherwise each one stalls the request it lands in by ~80 ms.
+    gc.freeze()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     try:

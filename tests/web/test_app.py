@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 import tinyllm
 from tinyllm.plots import read_metrics
 from tinyllm.web.app import create_app
+from tinyllm.web.views import inspect_prompt
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -278,6 +280,7 @@ def test_task_pictures_in_the_embeddings_view(task, options, positions, tmp_path
     run = tinyllm.load(tmp_path / task)
     (own,) = run.task.page_views(run.model, run.device)
     assert view["name"] == own["name"] and view["x"] == own["x"]
+    assert set(view["guide"]) == {"what", "notice", "try"} and all(view["guide"].values())  # the task's words
     assert all(abs(shown - exact) <= 0.5e-4 + 1e-7 for shown, exact in zip(view["y"], own["y"], strict=True))
     if task == "modadd":
         # the norms are shares summing to 1; each shown value is off by at most half the last decimal
@@ -290,3 +293,43 @@ def test_task_pictures_in_the_embeddings_view(task, options, positions, tmp_path
         inspected = client.post(f"/api/runs/{task}/inspect", json={"prompt": "12+34="})
         assert inspected.status_code == 200, inspected.text
         assert len(inspected.json()["attention"][0][0]) == len(inspected.json()["tokens"])
+
+
+def test_a_step_shows_that_snapshot_and_snapshots_are_loaded_once(tiny_run, tmp_path, monkeypatch):
+    from tinyllm.inference import Run
+    from tinyllm.snapshots import snapshot_steps
+
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copytree(tiny_run, served / "r", ignore=shutil.ignore_patterns(".lock"))
+    client = TestClient(create_app(served))
+    steps = client.get("/api/runs/r/snapshots").json()["steps"]
+    assert steps == snapshot_steps(served / "r") and len(steps) >= 3
+    early = tinyllm.load(served / "r", checkpoint=f"step:{steps[0]}")
+    body = client.get(f"/api/runs/r/embeddings?step={steps[0]}").json()
+    assert body["step"] == steps[0] and body["points"] != client.get("/api/runs/r/embeddings").json()["points"]
+    traced = client.post("/api/runs/r/inspect", json={"prompt": "to be", "step": steps[0]}).json()
+    expected = inspect_prompt(early, "to be", tinyllm.sampling.SamplingParams())
+    assert traced["step"] == steps[0] and traced["attention"] == expected["attention"]
+    loads = []
+    at_step = Run.at_step
+    monkeypatch.setattr(Run, "at_step", lambda self, step: loads.append(step) or at_step(self, step))
+    for step in (steps[1], steps[1], steps[0], steps[1]):
+        assert client.get(f"/api/runs/r/embeddings?step={step}").status_code == 200
+    assert loads == [steps[1]]  # steps[0] was loaded above, steps[1] once: each snapshot is read once
+    # a run trained again writes new snapshots: they are read again
+    path = served / "r" / "snapshots" / f"step_{steps[1]}.safetensors"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    client.get(f"/api/runs/r/embeddings?step={steps[1]}")
+    assert loads == [steps[1], steps[1]]
+    assert client.get("/api/runs/r/embeddings?step=999999").status_code == 400
+
+
+def test_a_run_without_snapshots_has_an_empty_list(tiny_run, tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copytree(tiny_run, served / "r", ignore=shutil.ignore_patterns(".lock", "snapshots"))
+    client = TestClient(create_app(served))
+    assert client.get("/api/runs/r/snapshots").json() == {"steps": []}
+    answer = client.post("/api/runs/r/inspect", json={"prompt": "to be", "step": 1})
+    assert answer.status_code == 400 and "has no snapshots" in answer.json()["error"]

@@ -152,7 +152,7 @@ class DecodeLoop:
         newest = torch.tensor([[g.tokens[-1] if g.tokens else g.prompt[-1]] for g in self.active], device=self.device)
         try:
             self.cache.begin_step()
-            logits = list(self.model(newest, self.cache)[:, -1:].unbind(0))
+            logits = self.model(newest, self.cache)[:, -1]  # (rows, V)
             self.cache.end_step()
         except Exception:  # one row's input breaks the batch: step each row alone, to end only that one
             logits = [self._forward_alone(row, newest[row : row + 1]) for row in range(len(self.active))]
@@ -176,10 +176,11 @@ class DecodeLoop:
             self.active[row]._end(f"generation failed: {e}")
             return None
 
-    def _sample(self, logits: list[torch.Tensor | None]) -> list[int | None]:
-        """Each row's next token, from its logits (1, V), with its own settings and generator. Rows with
-        the same settings are sampled as one batch (each still draws from its own generator); the
-        repetition penalty reads each row's own text, so those rows are sampled one by one."""
+    def _sample(self, logits: torch.Tensor | list[torch.Tensor | None]) -> list[int | None]:
+        """Each row's next token, from its logits (rows, V; or one (1, V) per row, None where the row
+        failed), with its own settings and generator. Rows with the same settings are sampled as one
+        batch (each still draws from its own generator); the repetition penalty reads each row's own
+        text, so those rows are sampled one by one."""
         groups: dict[SamplingParams, list[int]] = {}
         for row, g in enumerate(self.active):
             if logits[row] is not None:
@@ -190,7 +191,10 @@ class DecodeLoop:
             gens = [self.active[row] for row in rows]
             if len(rows) > 1:
                 try:
-                    stacked = torch.cat([logits[row] for row in rows])
+                    if isinstance(logits, torch.Tensor):  # every row, or some of them
+                        stacked = logits if len(rows) == len(logits) else logits[rows]
+                    else:
+                        stacked = torch.cat([logits[row] for row in rows])
                     picked = sample_next(stacked, None, gens[0].params, [g.generator for g in gens]).tolist()
                     for row, token in zip(rows, picked, strict=True):
                         tokens[row] = token
@@ -199,7 +203,8 @@ class DecodeLoop:
                     pass
             for row, g in zip(rows, gens, strict=True):
                 try:
-                    tokens[row] = int(sample_next(logits[row], g.seq[:, : g.n], g.params, g.generator))
+                    row_logits = logits[row : row + 1] if isinstance(logits, torch.Tensor) else logits[row]
+                    tokens[row] = int(sample_next(row_logits, g.seq[:, : g.n], g.params, g.generator))
                 except Exception as e:  # one failing generation never stops the others
                     g._end(f"generation failed: {e}")
         return tokens

@@ -119,7 +119,9 @@ class BatchKVCache:
 
             self.abacus_all = AbacusState.empty(max_batch, weight.device)
         self.rows = 0  # active generations, in rows 0..rows-1
-        self.mask: torch.Tensor | None = None  # (rows, 1, 1, length + 1), set by `begin_step`
+        self.mask: torch.Tensor | None = None  # (rows, 1, 1, width), set by `begin_step`
+        self.same_length: int | None = None  # the rows' length, when they all have one (`begin_step`)
+        self.width = 0  # the keys a step reads: the longest row's, and the new one
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -188,10 +190,17 @@ class BatchKVCache:
         return last if row != last else None
 
     def begin_step(self) -> None:
-        """Before a one-token step of every active row: which keys each row will see."""
-        width = self.length + 1
-        positions = torch.arange(width, device=self.all_lengths.device)
-        self.mask = (positions <= self.lengths[:, None])[:, None, None, :]  # (rows, 1, 1, width)
+        """Before a one-token step of every active row: which keys each row will see. When every row
+        is at the same length (the samples of one prompt), none has padding to hide: no mask, and
+        the new keys go in as one slice."""
+        longest, shortest = int(self.lengths.max()), int(self.lengths.min())
+        self.same_length = longest if longest == shortest else None
+        self.width = longest + 1
+        if self.same_length is not None:
+            self.mask = None
+        else:
+            positions = torch.arange(self.width, device=self.all_lengths.device)
+            self.mask = (positions <= self.lengths[:, None])[:, None, None, :]  # (rows, 1, 1, width)
 
     def end_step(self) -> None:
         self.all_lengths[: self.rows] += 1
@@ -213,12 +222,16 @@ class _BatchLayer:
         cache = self.cache
         if k.shape[2] != 1:
             raise ValueError("a batch of generations takes one token per row at a time")
-        rows = torch.arange(cache.rows, device=k.device)
         keys, values = cache.k[self.layer], cache.v[self.layer]
-        keys[rows, :, cache.lengths] = k[:, :, 0]
-        values[rows, :, cache.lengths] = v[:, :, 0]
-        width = cache.mask.shape[-1]
-        return keys[: cache.rows, :, :width], values[: cache.rows, :, :width]
+        n, at = cache.rows, cache.same_length
+        if at is not None:
+            keys[:n, :, at : at + 1] = k
+            values[:n, :, at : at + 1] = v
+        else:
+            rows = torch.arange(n, device=k.device)
+            keys[rows, :, cache.lengths] = k[:, :, 0]
+            values[rows, :, cache.lengths] = v[:, :, 0]
+        return keys[:n, :, : cache.width], values[:n, :, : cache.width]
 
 
 def window_start(seq_len: int, start: int, block_size: int, shift: int) -> int:

@@ -3,7 +3,8 @@
     python benchmarks/batch_decode.py runs/shakespeare [--batches 1,2,4,...] [--tokens 200] [--plot FILE]
 
 In this process, no server: `DecodeLoop` (batching.py) with B generations of `--tokens` tokens each
-(temperature 0.8, a seed each, all admitted at once), for each B, beside one generation decoded
+(prompts of 5 to 19 characters, so that the rows sit at different lengths; temperature 0.8, a seed
+each; all admitted at once), for each B, beside one generation decoded
 directly (`run.complete`). Three rounds, the contenders alternated; each figure is the median. Prints
 one JSON object (tokens/s in all, per generation, and the time of one step); --plot draws tokens/s
 against B (the picture of lesson 15).
@@ -32,8 +33,8 @@ PROMPT = "to be, or not to be"
 
 def batched(run: tinyllm.Run, batch: int, tokens: int) -> float:
     loop = DecodeLoop(run.model, max_batch=batch)
-    ids = run.task.encode_prompt(PROMPT)
-    for seed in range(batch):
+    for seed in range(batch):  # prompts of 5 to 19 characters: the rows sit at different lengths, as a class's do
+        ids = run.task.encode_prompt(PROMPT[: 5 + seed % 15])
         loop.submit(Generation(ids, tokens, SamplingParams(temperature=0.8), torch.Generator().manual_seed(seed)))
     t0 = time.perf_counter()
     loop.run_until_done()

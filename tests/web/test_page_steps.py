@@ -65,12 +65,14 @@ def test_the_slider_shows_the_chosen_steps_numbers(page, server):
         assert first == points["labels"][0]
         assert page.locator(f'#curves line[data-marker-step="{step}"]').count() == 1  # the loss chart marks it
         assert slider.get_attribute("data-step") == str(step)
+        assert f"show step {step:,}" in page.locator("#generate-note").inner_text()
     # the steps differ: the page shows another model at each
     early = api(server, "/api/runs/shakespeare/inspect", {"prompt": "to be or not", "step": steps[0]})
     assert early["logit_lens"]["top_prob"] != expected["logit_lens"]["top_prob"]
     move_slider(page, len(steps))
     page.wait_for_selector('#inspect[data-step="latest"]')
     assert page.locator("#curves line[data-marker-step]").count() == 0
+    assert page.locator("#generate-note").inner_text() == ""
     screenshot(page, "step_slider", "#steps")
 
 

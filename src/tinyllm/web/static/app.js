@@ -355,6 +355,8 @@ function showStep() {
   $("#step-label").textContent = !state.steps.length ? "no snapshots in this run (train with --snapshots N)"
     : state.step === null ? `latest weights (step ${total})` : `step ${state.step.toLocaleString()} of ${total}`;
   $("#step-slider").dataset.step = state.step ?? "latest";
+  $("#generate-note").textContent = state.step === null ? ""
+    : `Generating uses the latest weights; the views below show step ${state.step.toLocaleString()}.`;
 }
 
 async function chooseStep(index) {

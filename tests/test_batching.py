@@ -149,7 +149,14 @@ def test_the_server_thread_decodes_and_ends_when_closed():
     loop.start()
     loop.submit(g)
     assert done.wait(30)
+    thread = loop._thread
     loop.close()
-    loop._thread.join(10)
-    assert not loop._thread.is_alive()
+    thread.join(10)
+    assert not thread.is_alive() and loop._thread is None
     assert g.tokens == alone(model, [1, 2], 15, SamplingParams(temperature=0), seed=0)[0]
+    # a generation that arrives after the close (a request already on its way) is still decoded
+    late = Generation([1, 2], 15, SamplingParams(temperature=0), torch.Generator())
+    ended = threading.Event()
+    late.notify = lambda: late.finished and ended.set()
+    loop.submit(late)
+    assert ended.wait(30) and late.tokens == g.tokens

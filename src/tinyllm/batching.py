@@ -93,6 +93,7 @@ class DecodeLoop:
         self.shift = default_shift(self.block_size)
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._serving = False  # stepped by a thread of its own (`start`)
         self._closed = False
 
     # ---- from any thread ----
@@ -107,14 +108,20 @@ class DecodeLoop:
                 )
             self.waiting.append(generation)
             self._wake.notify()
+            if self._serving and self._thread is None:  # closed and ended while this was on its way
+                self._start_thread()
         return generation
 
     def start(self) -> None:
         """Step in a thread of its own whenever there is work (a server's loop)."""
         with self._wake:  # one thread steps the loop, however many requests ask at once
+            self._serving = True
             if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="tinyllm-decode", daemon=True)
-                self._thread.start()
+                self._start_thread()
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._serve, name="tinyllm-decode", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
         """Let the thread end once the generations it has are done (a run unloaded or reloaded)."""
@@ -132,6 +139,7 @@ class DecodeLoop:
                 while not self._closed and not self.waiting and not self.active:
                     self._wake.wait()
                 if self._closed and not self.waiting and not self.active:
+                    self._thread = None  # (a generation submitted after this starts another)
                     return
             self.step()
 

@@ -142,6 +142,12 @@ def train(
             if dist.is_main:
                 _write_run_as_it_trains(run, trainer, task, model_config.block_size)
                 log(_describe(task_name, model, model_config, train_config, trainer, resumed_at=resumed))
+                snapshot_mb = (train_config.snapshots + 1) * 2 * model.gpt.num_params() / 2**20  # 16-bit
+                if snapshot_mb > 256:
+                    log(
+                        f"note: {train_config.snapshots + 1} snapshots of this model take {snapshot_mb:,.0f} MB "
+                        "(--snapshots 0 keeps none)"
+                    )
             # 6. train
             trainer.run(progress_bar=progress_bar)
         finally:

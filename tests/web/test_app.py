@@ -333,3 +333,19 @@ def test_a_run_without_snapshots_has_an_empty_list(tiny_run, tmp_path):
     assert client.get("/api/runs/r/snapshots").json() == {"steps": []}
     answer = client.post("/api/runs/r/inspect", json={"prompt": "to be", "step": 1})
     assert answer.status_code == 400 and "has no snapshots" in answer.json()["error"]
+
+
+def test_loaded_snapshots_are_capped_by_their_size(tiny_run, tmp_path, monkeypatch):
+    import tinyllm.web.library as library
+
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copytree(tiny_run, served / "r", ignore=shutil.ignore_patterns(".lock"))
+    app = create_app(served)
+    client = TestClient(app)
+    steps = client.get("/api/runs/r/snapshots").json()["steps"]
+    one = 4 * tinyllm.load(served / "r").model.num_params()
+    monkeypatch.setattr(library, "LOADED_SNAPSHOT_BYTES", 2 * one)  # room for two models' weights
+    for step in steps[:4]:
+        assert client.get(f"/api/runs/r/embeddings?step={step}").status_code == 200
+    assert [key[1] for key in app.state.library._snapshots] == steps[2:4]  # the two used last

@@ -28,6 +28,7 @@ from ..tasks import TASKS, Task
 
 LOADED_RUNS = 4  # models kept in memory at once (least recently used dropped first)
 LOADED_SNAPSHOTS = 64  # snapshots kept loaded: every step of four runs at the default 16 (+1); ~1.5 MB each
+LOADED_SNAPSHOT_BYTES = 2 * 2**30  # and at most this much of their weights (a fine-tuned GPT-2 is 0.5 GB a step)
 
 
 class RunNotFound(TinyLLMError):
@@ -165,9 +166,14 @@ class RunLibrary:
         with self._lock:
             self._snapshots[key] = (stamp, run)
             self._snapshots.move_to_end(key)
-            while len(self._snapshots) > LOADED_SNAPSHOTS:
+            while len(self._snapshots) > 1 and (
+                len(self._snapshots) > LOADED_SNAPSHOTS or self._snapshot_bytes() > LOADED_SNAPSHOT_BYTES
+            ):
                 self._snapshots.popitem(last=False)
         return run
+
+    def _snapshot_bytes(self) -> int:
+        return sum(4 * run.model.num_params() for _, run in self._snapshots.values())
 
     def decode_loop(self, name: str) -> tuple[Run, DecodeLoop]:
         """The loaded run and its decode loop, stepping in its own thread."""

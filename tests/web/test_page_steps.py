@@ -63,7 +63,7 @@ def test_the_slider_shows_the_chosen_steps_numbers(page, server):
         points = api(server, f"/api/runs/shakespeare/embeddings?step={step}")
         first = page.locator("#embeddings svg text[data-label]").first.get_attribute("data-label")
         assert first == points["labels"][0]
-        assert page.locator(f'#curves line[data-marker-step="{step}"]').count() == 1  # the loss chart marks it
+        assert page.locator(f'#curves svg[data-title="loss"] line[data-marker-step="{step}"]').count() == 1
         assert slider.get_attribute("data-step") == str(step)
         assert f"show step {step:,}" in page.locator("#generate-note").inner_text()
     # the steps differ: the page shows another model at each

@@ -33,8 +33,9 @@ FOURIER_GUIDE = {
     "what": "Each number 0..P-1 has an embedding vector. Read the P vectors as P samples of a signal and take its "
     "Fourier transform: each bar is how strongly the embeddings vary like a cosine and sine of that frequency "
     "around the circle of residues.",
-    "notice": "While the model only memorises, the bars are low and even. When it groks (test accuracy jumps) a "
-    "handful of frequencies stand out: the model adds on a circle, with rotations.",
+    "notice": "While the model only memorises, the bars are low and even. As the test accuracy climbs, a handful "
+    "of frequencies grow tall: the model adds on a circle, with rotations. They keep growing after the accuracy "
+    "reaches 100%, while weight decay wears the rest down.",
     "try": "Move the step slider from the first snapshot to the last and watch when the tall bars appear; compare "
     "it with the step where test accuracy jumps on the curves.",
 }

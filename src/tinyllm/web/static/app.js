@@ -120,7 +120,10 @@ function drawCurves() {
     chart("learning rate", [["lr", state.records, "#2f6fde", false]]),
   ];
   const extra = [...new Set(evals.flatMap(Object.keys))].filter((k) => k.endsWith("accuracy") || k.endsWith("bits_per_char"));
-  if (extra.length) charts.push(chart("task metrics", extra.map((k, i) => [k, evals, ["#15803d", "#7c3aed", "#c2410c"][i % 3], true])));
+  if (extra.length) {
+    const colors = ["#15803d", "#7c3aed", "#c2410c"];
+    charts.push(chart("task metrics", extra.map((k, i) => [k, evals, colors[i % 3], true]), 420, 220, [], state.step));
+  }
   $("#curves").replaceChildren(...charts);
 }
 

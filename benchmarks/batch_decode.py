@@ -92,7 +92,12 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
-        ax.plot(sizes, [row["tokens_per_s"] for row in result["batches"]], marker="o", label="the decode loop, B generations")
+        ax.plot(
+            sizes,
+            [row["tokens_per_s"] for row in result["batches"]],
+            marker="o",
+            label="the decode loop, B generations",
+        )
         ax.axhline(one, color="gray", linestyle="--", label="one generation decoded directly")
         ax.set(xscale="log", xlabel="generations decoded together (B)", ylabel="tokens per second, in all")
         ax.set_xticks(sizes, [str(b) for b in sizes])

@@ -95,7 +95,9 @@ def load_level(port: int, name: str, clients: int, seconds: float, max_new_token
             memory.append(rss_mb(pid))
             time.sleep(0.25)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)] + [threading.Thread(target=poll_runs)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)] + [
+        threading.Thread(target=poll_runs)
+    ]
     start = time.perf_counter()
     for t in threads:
         t.start()

@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.request
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,13 +81,14 @@ def measure(run: Path, prompt: str, inspect_first: bool) -> dict[str, list[float
         request(base, f"/api/runs/{name}/inspect", {"prompt": prompt})  # the run itself, loaded once
         request(base, f"/api/runs/{name}/embeddings")
         for step in steps:
-            inspect = lambda: request(base, f"/api/runs/{name}/inspect", {"prompt": prompt, "step": step})  # noqa: E731
-            embeddings = lambda: request(base, f"/api/runs/{name}/embeddings?step={step}")  # noqa: E731
-            first, second = (inspect, embeddings) if inspect_first else (embeddings, inspect)
-            kinds = ("inspect", "embeddings") if inspect_first else ("embeddings", "inspect")
-            times.setdefault(f"{kinds[0]}_not_loaded", []).append(first())
-            times.setdefault(f"{kinds[1]}_loaded", []).append(second())
-            times.setdefault(f"{kinds[0]}_loaded", []).append(first())
+            calls = {
+                "inspect": partial(request, base, f"/api/runs/{name}/inspect", {"prompt": prompt, "step": step}),
+                "embeddings": partial(request, base, f"/api/runs/{name}/embeddings?step={step}"),
+            }
+            first, second = ("inspect", "embeddings") if inspect_first else ("embeddings", "inspect")
+            times.setdefault(f"{first}_not_loaded", []).append(calls[first]())
+            times.setdefault(f"{second}_loaded", []).append(calls[second]())
+            times.setdefault(f"{first}_loaded", []).append(calls[first]())
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -123,9 +123,19 @@ def draw(result: dict, pictures: dict, folder: Path) -> list[str]:
         plt.close(fig)
         written.append(str(folder / name))
 
+    def bar_strip(view: dict, xlabel: str, name: str, **bars) -> None:
+        """A task view's bar chart at the four picked steps, side by side."""
+        fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 2.8), sharey=True)
+        for ax, step in zip(axes, picks, strict=True):
+            ax.bar(*view[step], **bars)
+            ax.set(title=f"step {step}", xlabel=xlabel)
+        save(fig, name)
+
     if "attention" in pictures:
         final = rows[-1]["previous_token"]
-        layer, head = max(((l, h) for l in range(len(final)) for h in range(len(final[0]))), key=lambda lh: final[lh[0]][lh[1]])
+        layer, head = max(
+            ((l, h) for l in range(len(final)) for h in range(len(final[0]))), key=lambda lh: final[lh[0]][lh[1]]
+        )
         result["previous_token_head"] = {"layer": layer + 1, "head": head + 1}
         n = 32
         fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.4))
@@ -150,27 +160,17 @@ def draw(result: dict, pictures: dict, folder: Path) -> list[str]:
         right.legend(fontsize=8)
         save(fig, f"watch_{task}_scores.png")
     if "fourier" in pictures:
-        fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 2.8), sharey=True)
-        for ax, step in zip(axes, picks, strict=True):
-            x, y = pictures["fourier"][step]
-            ax.bar(x, y, width=1.0)
-            ax.set_title(f"step {step}")
-            ax.set_xlabel("frequency")
-        save(fig, f"watch_{task}_fourier.png")
+        bar_strip(pictures["fourier"], "frequency", f"watch_{task}_fourier.png", width=1.0)
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
-        ax.plot(steps, [r["fourier_top5_share"] for r in rows], marker="o", label="top-5 frequencies' share of the spectrum")
+        ax.plot(
+            steps, [r["fourier_top5_share"] for r in rows], marker="o", label="top-5 frequencies' share of the spectrum"
+        )
         ax.plot(steps, [r.get("accuracy_near") for r in rows], marker="s", label="test accuracy (nearest evaluation)")
         ax.set(xscale="log", xlabel="step (snapshots)", ylim=(0, 1.02))
         ax.legend(fontsize=8)
         save(fig, f"watch_{task}_grokking.png")
     if "digit_accuracy" in pictures:
-        fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 2.8), sharey=True)
-        for ax, step in zip(axes, picks, strict=True):
-            x, y = pictures["digit_accuracy"][step]
-            ax.bar(x, y)
-            ax.set_title(f"step {step}")
-            ax.set_xlabel("answer digit (1 = units)")
-        save(fig, f"watch_{task}_digits.png")
+        bar_strip(pictures["digit_accuracy"], "answer digit (1 = units)", f"watch_{task}_digits.png")
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
         digits = len(rows[0]["digit_accuracy"])
         for d in range(digits):
@@ -197,7 +197,16 @@ def main() -> None:
                 row[key] = [[round(v, 3) for v in r] if isinstance(r, list) else round(r, 3) for r in row[key]]
         if "lens_embeddings_says_current_token" in row:
             row["lens_embeddings_says_current_token"] = round(row["lens_embeddings_says_current_token"], 3)
-    report({"benchmark": "snapshot_views", "cpu": cpu_name(), "date": date.today().isoformat(), "run": str(args.run), **result}, args.out)
+    report(
+        {
+            "benchmark": "snapshot_views",
+            "cpu": cpu_name(),
+            "date": date.today().isoformat(),
+            "run": str(args.run),
+            **result,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -72,15 +72,11 @@ class TextPieces:
 
     def finish(self) -> str:
         """What is left to show once the generation has ended."""
-        if self.stopped:
-            return ""
-        final = self.task.decode_completion(self.prompt, self.ids)
-        cut = _stop_index(final, self.stops)
-        return (final if cut < 0 else final[:cut])[self.shown :]
+        return "" if self.stopped else self.text(self.ids)[self.shown :]
 
-    def text(self) -> str:
-        """The whole completion (after the generation ended)."""
-        final = self.task.decode_completion(self.prompt, self.ids)
+    def text(self, ids: list[int]) -> str:
+        """The whole completion of these token ids, cut at the first stop string."""
+        final = self.task.decode_completion(self.prompt, ids)
         cut = _stop_index(final, self.stops)
         return final if cut < 0 else final[:cut]
 
@@ -238,14 +234,8 @@ class Run:
             for g, _ in (job for row in jobs for job in row):
                 if g.error:
                     raise TinyLLMError(g.error)
-            done = [[_text_of(g, pieces) for g, pieces in row] for row in jobs]
+            done = [[pieces.text(g.tokens) for g, pieces in row] for row in jobs]
         return done[0] if isinstance(prompts, str) else done
-
-
-def _text_of(g: Generation, pieces: TextPieces) -> str:
-    for token in g.tokens:
-        pieces.feed(token)
-    return pieces.text()
 
 
 def load(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: str = "cpu") -> Run:

@@ -124,12 +124,16 @@ class RunLibrary:
             raise CheckpointError(f"{name} has no weights yet (has training saved a checkpoint?)")
         with self._loading:  # one load at a time: requests arriving together share it
             stamp = weights.stat().st_mtime_ns
-            with self._lock:
-                cached = self._loaded.get(name)
-                if cached is not None and cached[0] == stamp:
-                    self._loaded.move_to_end(name)
-                    return cached[1]
-            return self._load(name, stamp)
+            return self._cached(self._loaded, name, stamp) or self._load(name, stamp)
+
+    def _cached(self, cache: OrderedDict, key: Any, stamp: int) -> Run | None:
+        """The run kept in `cache` under `key`, if it was loaded from the file as it is now (`stamp`)."""
+        with self._lock:
+            kept = cache.get(key)
+            if kept is None or kept[0] != stamp:
+                return None
+            cache.move_to_end(key)  # the most recently used is dropped last
+            return kept[1]
 
     def _load(self, name: str, stamp: int) -> Run:
         run = load(self.path(name))
@@ -157,11 +161,9 @@ class RunLibrary:
             raise CheckpointError(missing_step_message(self.path(name), step, nearest_only=True))
         key = (name, step)
         stamp = path.stat().st_mtime_ns  # a run trained again with --overwrite writes new snapshots
-        with self._lock:
-            cached = self._snapshots.get(key)
-            if cached is not None and cached[0] == stamp:
-                self._snapshots.move_to_end(key)
-                return cached[1]
+        cached = self._cached(self._snapshots, key, stamp)
+        if cached is not None:
+            return cached
         run = self.run(name).at_step(step)
         with self._lock:
             self._snapshots[key] = (stamp, run)
